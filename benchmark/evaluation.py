@@ -1,0 +1,134 @@
+"""Batched greedy generation (KV cache, left padding, stop at newline or EOS) and task scoring."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.collate import ViewEncoder
+from tasks.base import Example, Task
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    predictions: list[dict[str, Any]]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def newline_token_ids(tokenizer: Any) -> tuple[int, ...]:
+    """Ids of every token whose text contains a newline: generation stops on any of them."""
+    return _newline_ids(_TokenizerKey(tokenizer))
+
+
+class _TokenizerKey:
+    """Hashable handle so the vocabulary scan runs once per tokenizer object."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __hash__(self) -> int:
+        return id(self.tokenizer)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _TokenizerKey) and other.tokenizer is self.tokenizer
+
+
+@lru_cache(maxsize=8)
+def _newline_ids(key: _TokenizerKey) -> tuple[int, ...]:
+    tokenizer = key.tokenizer
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return tuple(i for i, text in enumerate(texts) if "\n" in text)
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids = set(newline_token_ids(tokenizer))
+    for source in (getattr(model, "generation_config", None), tokenizer):
+        eos = getattr(source, "eos_token_id", None)
+        ids.update([eos] if isinstance(eos, int) else list(eos or []))
+    return sorted(ids)
+
+
+@torch.inference_mode()
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str = "generate",
+) -> tuple[list[str], int]:
+    """Greedy continuations of ``prompts`` cut at the first newline, and the number of generated tokens.
+
+    Prompts are batched in order of length (less padding) and results returned in the input order.
+    """
+    device = next(model.parameters()).device
+    stops = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+    outputs: list[str] = [""] * len(prompts)
+    generated_tokens = 0
+    previous_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    was_training = model.training
+    model.eval()
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
+            chunk = order[start : start + batch_size]
+            encoded = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True).to(device)
+            sequences = model.generate(
+                **encoded,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=stops,
+                pad_token_id=pad_id,
+                use_cache=True,
+            )
+            continuation = sequences[:, encoded["input_ids"].size(1) :]
+            for row, index in enumerate(chunk):
+                tokens = _until_stop(continuation[row].tolist(), set(stops))
+                generated_tokens += len(tokens)
+                outputs[index] = tokenizer.decode(tokens, skip_special_tokens=True).split("\n", 1)[0].strip()
+    finally:
+        tokenizer.padding_side = previous_side
+        model.train(was_training)
+    return outputs, generated_tokens
+
+
+def _until_stop(tokens: list[int], stops: set[int]) -> list[int]:
+    for i, token in enumerate(tokens):
+        if token in stops:
+            return tokens[: i + 1]
+    return tokens
+
+
+def evaluate(
+    model: Any,
+    encoder: ViewEncoder,
+    examples: Sequence[Example],
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str = "evaluate",
+) -> EvalResult:
+    """Generate for every example with ``encoder``'s prompt format and score with the task's metric."""
+    task: Task = encoder.task
+    prompts = [encoder.prompt_text(e) for e in examples]
+    started = time.perf_counter()
+    predictions, generated = generate(model, encoder.tokenizer, prompts, max_new_tokens, batch_size, desc)
+    elapsed = time.perf_counter() - started
+    references = [e.references for e in examples]
+    records = [
+        {"id": e.id, "prediction": p, "references": list(e.references), **task.score_one(p, e.references)}
+        for e, p in zip(examples, predictions)
+    ]
+    stats = {
+        "n_examples": float(len(examples)),
+        "generation_wall_time_s": elapsed,
+        "generated_tokens": float(generated),
+        "generation_tokens_per_s": generated / elapsed if elapsed > 0 else 0.0,
+    }
+    return EvalResult(task.score(predictions, references), records, stats)

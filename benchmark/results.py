@@ -1,0 +1,202 @@
+"""The result store: one directory per cell, ``DONE`` written last and atomically, a lock per cell.
+
+``<root>/<task>/<pair>/<method>/seed<k>/`` holds ``config.json`` (resolved config + hash), ``run.json``
+(provenance and cost), ``metrics.json``, ``predictions.jsonl``, ``train_log.jsonl`` for trained cells, and
+``DONE``. A failed cell holds ``FAILED.json`` instead of ``DONE``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Iterable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRACKED_PACKAGES = ("torch", "transformers", "accelerate", "tokenizers", "gguf", "safetensors", "rouge-score", "numpy")
+
+
+@dataclass(frozen=True)
+class CellKey:
+    task: str
+    pair: str
+    method: str
+    seed: int
+
+    def path(self, root: Path) -> Path:
+        return Path(root) / self.task / self.pair / self.method / f"seed{self.seed}"
+
+    def __str__(self) -> str:
+        return f"{self.task}/{self.pair}/{self.method}/seed{self.seed}"
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same directory, then rename: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def is_done(cell_dir: Path, expected_hash: str) -> bool:
+    """True when the cell finished with exactly this resolved config."""
+    if not (cell_dir / "DONE").exists() or not (cell_dir / "config.json").exists():
+        return False
+    try:
+        return read_json(cell_dir / "config.json").get("hash") == expected_hash
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def start_cell(cell_dir: Path, config: dict[str, Any]) -> str:
+    """Clear the completion/failure markers of a cell about to (re)run and write its config; returns the hash."""
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    for marker in ("DONE", "FAILED.json"):
+        (cell_dir / marker).unlink(missing_ok=True)
+    digest = config_hash(config)
+    write_json(cell_dir / "config.json", {"hash": digest, "config": config})
+    return digest
+
+
+def finish_cell(
+    cell_dir: Path,
+    metrics: dict[str, float],
+    predictions: list[dict[str, Any]],
+    run_info: dict[str, Any],
+) -> None:
+    write_jsonl(cell_dir / "predictions.jsonl", predictions)
+    write_json(cell_dir / "metrics.json", metrics)
+    write_json(cell_dir / "run.json", run_info)
+    write_atomic(cell_dir / "DONE", "")
+
+
+def record_failure(cell_dir: Path, error: BaseException) -> str:
+    """Write ``FAILED.json`` with a one-line reason and the traceback; returns the reason."""
+    reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+    write_json(
+        cell_dir / "FAILED.json",
+        {"error": reason, "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__))},
+    )
+    return reason
+
+
+class CellLock:
+    """An exclusive per-cell lock file; a lock left by a dead process on this host is taken over."""
+
+    def __init__(self, cell_dir: Path) -> None:
+        self.path = cell_dir / "LOCK"
+        self.held = False
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not self._stale():
+                    return False
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+            self.held = True
+            return True
+        return False
+
+    def _stale(self) -> bool:
+        try:
+            owner = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False  # being written right now by its owner
+        if owner.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "CellLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def git_state() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False).stdout.strip()
+
+    commit = run("rev-parse", "HEAD")
+    return {"git_commit": commit or None, "git_dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def environment_info() -> dict[str, Any]:
+    import torch
+
+    return {
+        **git_state(),
+        "packages": package_versions(),
+        "platform": platform.platform(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (CPU) or peak allocated GPU memory, in MiB."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,75 @@
+"""Render ``leaderboard.png``: one subplot per task, pairs on x, a bar per student method.
+
+Bars are headline-metric means with ± std error bars where a cell has more than one seed. The teacher and the
+untrained student are references, not competitors: each is a short horizontal line over its pair's bar group, which
+reads the same with one pair or many. Figures are built on ``matplotlib.figure.Figure`` (Agg canvas) rather than
+pyplot, so rendering never touches global backend state.
+"""
+from __future__ import annotations
+
+import io
+from typing import Iterable
+
+import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from leaderboards.aggregate import SeedStats, SummaryRow
+from leaderboards.render import headline_table, ordered_methods
+from leaderboards.store import TEACHER, UNTRAINED, StoreScan
+
+_REFERENCE_STYLE = {
+    TEACHER: {"color": "black", "linestyles": "--", "linewidth": 1.8},
+    UNTRAINED: {"color": "dimgray", "linestyles": ":", "linewidth": 1.8},
+}
+_GROUP_WIDTH = 0.8  # of the unit spacing between pairs
+_MAX_BAR_WIDTH = 0.25  # so one or two methods do not give slabs
+
+
+def leaderboard_png(scan: StoreScan, rows: Iterable[SummaryRow]) -> bytes:
+    """The PNG bytes; a store without complete cells gives a figure that says so."""
+    table = headline_table(scan, rows)
+    students = [m for m in ordered_methods(m for s in table.values() for _, m in s) if m not in _REFERENCE_STYLE]
+    # One colour per method across all tasks, so a method is recognisable from subplot to subplot.
+    palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = {m: palette[i % len(palette)] for i, m in enumerate(students)}
+    most_pairs = max((len({p for p, _ in s}) for s in table.values()), default=1)
+    figure = Figure(figsize=(max(6.0, 1.5 * most_pairs + 3.5), 3.8 * max(1, len(table))), layout="constrained")
+    if table:
+        axes = figure.subplots(len(table), 1, squeeze=False)[:, 0]
+        for ax, (task, scores) in zip(axes, table.items()):
+            _task_axes(ax, task, scan.headline_metrics[task], scores, colors)
+    else:
+        figure.text(0.5, 0.5, f"no completed cells under {scan.root}", ha="center", va="center")
+    buffer = io.BytesIO()
+    # No "Software" metadata: the bytes depend on the data, not on the matplotlib version.
+    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _task_axes(
+    ax: Axes, task: str, metric: str, scores: dict[tuple[str, str], SeedStats], colors: dict[str, str]
+) -> None:
+    pairs = sorted({pair for pair, _ in scores})
+    methods = [m for m in ordered_methods(m for _, m in scores) if m in colors]
+    width = min(_MAX_BAR_WIDTH, _GROUP_WIDTH / max(1, len(methods)))
+    for i, method in enumerate(methods):
+        offset = width * (i + 0.5 - len(methods) / 2)
+        present = [(x, scores[pair, method]) for x, pair in enumerate(pairs) if (pair, method) in scores]
+        xs = [x + offset for x, _ in present]
+        ax.bar(xs, [s.mean for _, s in present], width, color=colors[method], label=method)
+        spread = [(x, s) for x, s in zip(xs, (s for _, s in present)) if s.n > 1]
+        if spread:
+            ax.errorbar([x for x, _ in spread], [s.mean for _, s in spread], yerr=[s.std for _, s in spread],
+                        fmt="none", ecolor="black", capsize=3, linewidth=1)
+    for reference, style in _REFERENCE_STYLE.items():
+        present = [(x, scores[pair, reference]) for x, pair in enumerate(pairs) if (pair, reference) in scores]
+        if present:
+            ax.hlines([s.mean for _, s in present], [x - 0.45 for x, _ in present], [x + 0.45 for x, _ in present],
+                      label=reference, **style)
+    ax.set_xticks(range(len(pairs)), pairs, rotation=15, ha="right")
+    ax.set_xlim(-0.6, len(pairs) - 0.4)
+    ax.set_title(task)
+    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

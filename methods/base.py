@@ -1,0 +1,73 @@
+"""The method contract: a method is a frozen config dataclass plus a loss over tensors.
+
+A method declares what it needs from the teacher (``teacher_needs``) so the harness can serve it from the
+teacher-output cache or run the teacher live. It never loads models, reads data or writes results; optional
+tokenizer-dependent state (e.g. MinED's vocabulary map) is built in :meth:`Method.prepare` from the
+tokenizers the harness hands over.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Literal, Mapping
+
+from torch import Tensor
+
+from methods.batch import DistillBatch, TeacherOutputs
+
+TeacherNeeds = Literal["none", "text", "topk_logits", "full_logits", "hidden_states"]
+TEACHER_NEEDS: tuple[str, ...] = ("none", "text", "topk_logits", "full_logits", "hidden_states")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+    """Base of every method config: frozen, and built from a mapping that must not hold unknown keys."""
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None = None) -> "MethodConfig":
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown config key(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
+                f"accepted: {', '.join(sorted(known)) or '(none)'}"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Method:
+    """Base class of a distillation method. Subclasses set the class attributes and implement :meth:`loss`."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    teacher_needs: ClassVar[TeacherNeeds] = "none"
+    # The teacher top-k a top-k method reads; the harness checks it against the cache's k.
+    topk_needed: ClassVar[int] = 0
+    # True when the method is only defined for pairs that share one tokenizer (e.g. token-level KL).
+    same_tokenizer_only: ClassVar[bool] = False
+
+    def __init__(self, config: MethodConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
+        if not isinstance(self.config, self.config_class):
+            raise TypeError(f"{type(self).__name__} expects a {self.config_class.__name__}, got {type(self.config).__name__}")
+
+    def prepare(self, student_tokenizer: Any, teacher_tokenizer: Any, cache_dir: str | None = None) -> None:
+        """Build tokenizer-dependent state once per pair (default: nothing)."""
+
+    def loss(
+        self,
+        batch: DistillBatch,
+        student_logits: Tensor,
+        teacher: TeacherOutputs | None,
+        ce: Tensor,
+    ) -> dict[str, Tensor]:
+        """Named loss terms for one micro-batch.
+
+        ``student_logits`` is the student's full ``[B, L_s, V_s]`` output; ``ce`` the student's cross-entropy on
+        the answer tokens (already computed by the harness). The returned mapping must hold ``"loss"`` (the
+        scalar to back-propagate); every other entry is logged as its own term (detach what is only logged).
+        """
+        raise NotImplementedError

@@ -1,0 +1,68 @@
+"""Baselines that share the harness: SFT, SeqKD and the same-tokenizer KL control (methods-spec §4)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from methods.base import Method, MethodConfig
+from methods.batch import DistillBatch, TeacherOutputs
+from methods.divergences import forward_kl
+from methods.registry import METHODS
+
+
+@dataclass(frozen=True)
+class NoConfig(MethodConfig):
+    """A method without hyper-parameters of its own."""
+
+
+@METHODS.register("sft")
+class SFT(Method):
+    """Student cross-entropy on the reference answers (MultiLevelOT Table 1 "SFT")."""
+
+    name = "sft"
+    config_class = NoConfig
+    teacher_needs = "none"
+
+    def loss(self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor) -> dict[str, Tensor]:
+        return {"loss": ce, "ce": ce.detach()}
+
+
+@METHODS.register("seqkd", aliases=("raw-text",))
+class SeqKD(SFT):
+    """Student cross-entropy on the teacher's greedy answers, generated once and cached ("Raw Text" in ULD)."""
+
+    name = "seqkd"
+    teacher_needs = "text"
+
+
+@dataclass(frozen=True)
+class KLConfig(MethodConfig):
+    ce_weight: float = 0.5  # DSKD convention (1 − κ) with κ = 0.5
+    kd_weight: float = 0.5  # κ
+    temperature: float = 1.0
+
+
+class SameTokenizerError(ValueError):
+    """Token-level KL was asked for on a pair whose tokenizers differ."""
+
+
+@METHODS.register("kl")
+class TokenKL(Method):
+    """Forward KL on answer tokens for pairs sharing one tokenizer: the control that cross-tokenizer losses approximate."""
+
+    name = "kl"
+    config_class = KLConfig
+    teacher_needs = "full_logits"
+    same_tokenizer_only = True
+
+    def loss(self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor) -> dict[str, Tensor]:
+        assert teacher is not None and teacher.logits is not None
+        if batch.student.answer_ids.shape != batch.teacher.answer_ids.shape or not bool(
+            (batch.student.answer_ids == batch.teacher.answer_ids).all()
+        ):
+            raise SameTokenizerError("kl needs identical student and teacher answer tokens; use a cross-tokenizer method")
+        cfg: KLConfig = self.config  # type: ignore[assignment]
+        student_rows = batch.student.gather_answer_rows(student_logits)
+        kd = forward_kl(teacher.logits, student_rows, batch.student.answer_mask, cfg.temperature)
+        return {"loss": cfg.ce_weight * ce + cfg.kd_weight * kd, "ce": ce.detach(), "kl": kd.detach()}

@@ -1,0 +1,94 @@
+"""The tensors a distillation loss sees: one batch, two tokenized views of the same strings, and teacher outputs.
+
+The collator (``benchmark.collate``) builds these; methods only read them. Conventions shared by every method:
+
+* Sequences are right-padded. ``labels`` is -100 on prompt and padding and equals the token id on answer tokens
+  (including a final EOS when the model has one), so the student's cross-entropy is the usual shifted CE.
+* "Answer rows" are the logits rows that *predict* answer tokens: row ``answer_rows[b, a]`` of the logits
+  predicts answer token ``a`` of example ``b`` (the causal shift of methods-spec §0). Rows are left-justified:
+  ``answer_mask[b, a]`` is False past the example's answer length.
+* ``answer_mask`` marks answer tokens that carry text. A trailing EOS is trained by CE but excluded from
+  distillation on both sides (it has no characters to align; the official code likewise skips the student EOS).
+* ``answer_offsets[b, a] = (start, end)`` are character offsets of answer token ``a`` inside the answer string
+  (identical for both views, because both tokenize the same answer string); (-1, -1) where masked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class TokenView:
+    """One tokenizer's view of a batch."""
+
+    input_ids: Tensor  # [B, L] long, right-padded
+    attention_mask: Tensor  # [B, L] long
+    labels: Tensor  # [B, L] long, -100 on prompt/padding
+    answer_rows: Tensor  # [B, A] long, logits row predicting answer token a (0 where masked)
+    answer_ids: Tensor  # [B, A] long, the answer token ids (pad id where masked)
+    answer_mask: Tensor  # [B, A] bool, answer tokens that carry text (EOS excluded)
+    answer_offsets: Tensor  # [B, A, 2] long, char offsets inside the answer string, -1 where masked
+    answer_tokens: list[list[str]] = field(default_factory=list)  # token strings per example, for string-based aligners
+
+    def gather_answer_rows(self, logits: Tensor) -> Tensor:
+        """``[B, L, V]`` logits -> ``[B, A, V]`` rows predicting the answer tokens (masked rows hold row 0)."""
+        index = self.answer_rows.unsqueeze(-1).expand(-1, -1, logits.size(-1))
+        return logits.gather(1, index)
+
+    def to(self, device: torch.device | str) -> "TokenView":
+        moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.__dict__.items()}
+        return TokenView(**moved)
+
+
+@dataclass
+class DistillBatch:
+    """The same prompt/answer strings tokenized by the student and by the teacher."""
+
+    ids: list[str]  # example ids
+    answers: list[str]  # the answer strings both views were built from
+    student: TokenView
+    teacher: TokenView
+
+    def to(self, device: torch.device | str) -> "DistillBatch":
+        return DistillBatch(self.ids, self.answers, self.student.to(device), self.teacher.to(device))
+
+
+@dataclass
+class TeacherOutputs:
+    """What the teacher contributes, at the teacher's answer rows (``[B, A_t, ...]``, left-justified).
+
+    Either ``logits`` (full vocabulary, from a live teacher) or the cached top-k form (``topk_logits``,
+    ``topk_ids``, ``logsumexp``) is present; :meth:`topk` serves top-k methods from both the same way.
+    """
+
+    mask: Tensor  # [B, A_t] bool, same as batch.teacher.answer_mask
+    logits: Tensor | None = None  # [B, A_t, V_t] float
+    topk_logits: Tensor | None = None  # [B, A_t, K] float, raw logits sorted descending
+    topk_ids: Tensor | None = None  # [B, A_t, K] long
+    logsumexp: Tensor | None = None  # [B, A_t] float, full-vocabulary log-normaliser at temperature 1
+    vocab_size: int | None = None
+    hidden_states: Tensor | None = None  # [B, L_t, H] last hidden layer, when a method asks for it
+
+    def topk(self, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Top-``k`` log-probabilities (temperature 1, descending), their ids, and the log of the tail mass.
+
+        Uses ``torch.topk`` on full logits (never a full sort) or slices the cache; ``k`` larger than the cached
+        ``K`` is an error rather than a silent truncation.
+        """
+        if self.logits is not None:
+            logits = self.logits.float()
+            values, ids = torch.topk(logits, k, dim=-1)
+            lse = torch.logsumexp(logits, dim=-1)
+        else:
+            if self.topk_logits is None or self.topk_ids is None or self.logsumexp is None:
+                raise ValueError("teacher outputs hold neither full logits nor a top-k cache")
+            cached = self.topk_logits.size(-1)
+            if k > cached:
+                raise ValueError(f"top-k of {k} requested but the teacher cache holds only k={cached}")
+            values, ids, lse = self.topk_logits[..., :k].float(), self.topk_ids[..., :k], self.logsumexp.float()
+        logprobs = values - lse.unsqueeze(-1)
+        tail = torch.log1p(-logprobs.exp().sum(-1).clamp(max=1 - 1e-7))
+        return logprobs, ids, tail

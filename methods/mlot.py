@@ -1,0 +1,251 @@
+"""MultiLevelOT (Cui et al., AAAI 2025, arXiv 2412.14528): two registered variants sharing :mod:`methods.ot`.
+
+``mlot`` follows the paper (spec §1.1, §1.3); ``mlot-official`` follows the authors' code (spec §1.2), every
+constant and quirk a named config field. Paper notation for one sequence: teacher probabilities ``t(j)``, student
+``s(j)``; SR = sequence-level ranking of the vocabulary by column sums; Tr = truncation to the first ``k`` columns.
+References name the paper's losses and the spec items that paraphrase them (spec §1.1.x); the paper's equation
+numbers were not part of the material available here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from methods.alignment import ALIGNMENT_MODES, align, compact, gather_rows, sample_mean, token_mean
+from methods.base import Method, MethodConfig
+from methods.batch import DistillBatch, TeacherOutputs
+from methods.ot import (
+    TINY,
+    column_ranked_logprobs,
+    gather_sparse,
+    log_sinkhorn,
+    pad_last,
+    pairwise_l1,
+    plain_sinkhorn,
+    rank_l1,
+    sparse_column_sums,
+    temper,
+    top_columns,
+)
+from methods.registry import METHODS
+
+
+@dataclass(frozen=True)
+class MLOTConfig(MethodConfig):
+    """Paper hyper-parameters (§1.1.8 of the spec, the paper's "Implementation details")."""
+
+    k: int = 50  # Tr: kept ranked columns [paper, Table 8]
+    teacher_k: int = 100  # cached teacher top-K the teacher ranking is built from, >= k [suite: cache default]
+    alpha: float = 0.15  # weight of the KD sum [paper]
+    beta: float = 0.1  # SL weight [paper, "following ULD"]
+    gamma: float = 0.1  # SD weight [paper]
+    sd_temperature: float = 2.0  # tau_SD [paper]; tau_SL (and HAD) = 1 [paper] is fixed, see MLOT
+    sinkhorn_epsilon: float = 0.1  # lambda, K = exp(-C / lambda) [paper]
+    sinkhorn_iterations: int = 20  # N [paper, Table 7]
+    ce_weight: float = 1.0  # [paper: plain sum CE + alpha * (...)]
+    alignment: str = "positional"  # token t <-> token t for HAD/SL [paper]; "offsets" [suite]
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= self.teacher_k:
+            raise ValueError(f"need 1 <= k <= teacher_k, got k={self.k}, teacher_k={self.teacher_k}")
+        if self.sd_temperature <= 0 or self.sinkhorn_epsilon <= 0 or self.sinkhorn_iterations < 1:
+            raise ValueError("sd_temperature and sinkhorn_epsilon must be > 0, sinkhorn_iterations >= 1")
+        if self.alignment not in ALIGNMENT_MODES:
+            raise ValueError(f"alignment must be one of {ALIGNMENT_MODES}, got {self.alignment!r}")
+
+
+@METHODS.register("mlot")
+class MLOT(Method):
+    """MultiLevelOT as in the paper: HAD + SL on rank-matched top-k vectors, sequence-level Sinkhorn (spec §1.1).
+
+    ``L = ce_weight * CE + alpha * (HAD + beta * SL + gamma * SD)`` (the paper's total objective, spec §1.1.7), with
+
+    * SR, the paper's sequence-level ranking (spec §1.1.2), per sequence: the teacher's vocabulary is ordered by its column sums over the sequence's valid
+      answer rows, one order for all rows. The student is ordered by ITS OWN column sums: a documented
+      approximation of the paper's Q* (the permutation minimising the L1 to the teacher), which the paper does
+      not say how to compute. Tr, the truncation (spec §1.1.3): the first ``k`` columns, no renormalisation.
+    * The Holistic Absolute Difference loss HAD ``sum_i |t_i - s_i|`` (spec §1.1.4) and the Sequential Logarithmic
+      loss SL ``-sum_i t_i log s_i`` (spec §1.1.5; teacher-weighted, no second softmax, tau_SL = 1, ``log s_i`` the
+      student's exact log-softmax) on the aligned token pairs.
+    * The Sinkhorn Distance loss SD (spec §1.1.6) per sequence: cost ``C_ab = ||t(a) - s(b)||_1`` between every valid teacher row a and every valid
+      student row b (vectors at tau_SD), fp32 log-domain Sinkhorn with uniform marginals over valid rows,
+      ``SD = <P, C>``.
+
+    Sum vs mean: the paper SUMS CE, HAD and SL over the T tokens of a sequence, with SD's marginals of 1 per
+    token. The harness's CE is a token MEAN, so to keep the paper's ratio between CE and every KD term, HAD and SL
+    are token means too (over all aligned pairs of the batch) and SD uses marginals of 1/n (total mass 1, a mean
+    cost per token), averaged over the sequences. The whole loss is the paper's divided by T, which Adam (the
+    optimiser of the paper) is invariant to.
+
+    Teacher from a top-K form (``teacher_k`` >= k, cached or live through :meth:`TeacherOutputs.topk`): the
+    teacher's column sums and the values at the ranked columns come from the K stored entries per row; a column
+    outside a row's top-K counts as 0 in that row. tau_SD is applied within the truncated support
+    (:func:`methods.ot.temper`, same operator on the student's k-vectors): a top-K form has no full-vocabulary
+    normaliser at tau != 1.
+    """
+
+    name = "mlot"
+    config_class = MLOTConfig
+    teacher_needs = "topk_logits"
+    topk_needed = MLOTConfig.teacher_k
+    config: MLOTConfig
+
+    def __init__(self, config: MLOTConfig | None = None) -> None:
+        super().__init__(config)
+        self.topk_needed = self.config.teacher_k  # type: ignore[misc]
+
+    def loss(
+        self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor
+    ) -> dict[str, Tensor]:
+        assert teacher is not None, "mlot needs teacher outputs (teacher_needs='topk_logits')"
+        cfg = self.config
+        teacher_probs = self._teacher_ranked(teacher)  # [B, A_t, k]
+        student_logprobs = column_ranked_logprobs(
+            batch.student.gather_answer_rows(student_logits), batch.student.answer_mask, cfg.k
+        )  # [B, A_s, k]
+        student_probs = student_logprobs.exp()
+
+        alignment = align(batch, cfg.alignment)
+        t, s = alignment.teacher(teacher_probs), alignment.student(student_probs)
+        log_s = alignment.student(student_logprobs)
+        had = token_mean(rank_l1(t, s), alignment.mask)
+        sl = token_mean(-(t * log_s).sum(-1), alignment.mask)
+
+        cost = pairwise_l1(temper(teacher_probs, cfg.sd_temperature), temper(student_probs, cfg.sd_temperature))
+        _, per_sequence = log_sinkhorn(
+            cost, teacher.mask, batch.student.answer_mask, cfg.sinkhorn_epsilon, cfg.sinkhorn_iterations
+        )
+        has_rows = teacher.mask.any(1) & batch.student.answer_mask.any(1)
+        sd = sample_mean(per_sequence.unsqueeze(1), has_rows.unsqueeze(1))
+
+        kd = had + cfg.beta * sl + cfg.gamma * sd
+        return {
+            "loss": cfg.ce_weight * ce + cfg.alpha * kd,
+            "ce": ce.detach(),
+            "had": had.detach(),
+            "sl": sl.detach(),
+            "sd": sd.detach(),
+            "coverage": alignment.coverage,
+        }
+
+    def _teacher_ranked(self, teacher: TeacherOutputs) -> Tensor:
+        """Teacher probabilities at its own top-``k`` SR columns, per sequence, from its top-K entries."""
+        logprobs, ids, _ = teacher.topk(self.config.teacher_k)
+        probs = logprobs.exp()
+        vocab_size = teacher.vocab_size or int(ids.max()) + 1
+        columns = top_columns(sparse_column_sums(probs, ids, teacher.mask, vocab_size), self.config.k)
+        return gather_sparse(probs, ids, columns)
+
+
+@dataclass(frozen=True)
+class MLOTOfficialConfig(MethodConfig):
+    """Every constant of the official ``DistillationLoss`` (``f=1``), spec §1.2; all defaults are the code's."""
+
+    k: int = 50  # [code] [:, :, :50] after ranking
+    std_scaling: bool = True  # [code] normalize(): logits / (std over vocab + eps), mean NOT subtracted
+    std_epsilon: float = 1e-4  # [code]
+    student_temperature: float = 1.0  # [code]
+    teacher_temperature: float = 1.0  # [code]
+    batch_ranking: bool = True  # [code] improved_sort: column sums over batch AND rows; False: per sequence
+    sl_softmax: bool = True  # [code] KL_wo re-applies softmax to the top-k probabilities ("double softmax", #4)
+    sl_reversed: bool = True  # [code] KL_wo(teacher, student): student-weighted, teacher on the log side
+    sl_weight: float = 0.1  # [code]
+    padded_rows: bool = True  # [code] zero-padded rows enter SL's mean and SD's cost and plan
+    sd_temperature: float = 2.0  # [code] Sinkhorn_seq: softmax(p / 2) of the top-k probabilities
+    sinkhorn_regularization: float = 0.1  # [code] K = exp(-C / 0.1)
+    sinkhorn_iterations: int = 10  # [code] the caller passes n_iters=10 (helper default and paper: 20)
+    sd_scale: float = 0.001  # [code] per-sequence factor on sum(P * C)
+    sd_weight: float = 0.1  # [code] on the batch SUM of the per-sequence SD
+    distil_factor: float = 1.5  # [code README/CLI] (paper: alpha = 0.15)
+    ce_weight: float = 1.0  # [code] the cross-entropy factor of the config is ignored by the code
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.sinkhorn_iterations < 0:
+            raise ValueError("k must be >= 1 and sinkhorn_iterations >= 0")
+        if min(self.student_temperature, self.teacher_temperature, self.sd_temperature) <= 0:
+            raise ValueError("temperatures must be > 0")
+
+
+@METHODS.register("mlot-official")
+class MLOTOfficial(Method):
+    """MultiLevelOT as the official code computes it (``2018cx/Multi-Level-OT``, spec §1.2), plain domain.
+
+    1. logits / (std + 1e-4) per position; softmax at the student/teacher temperatures; answer rows left-justified
+       into ``[B, L, V]`` with zero rows past each side's length, L = the longest answer of either side.
+    2. Ranking over the whole batch, each side by its own column sums; first 50 columns.
+    3. HAD: per sequence mean over the first min(n_s, n_t) rows of ``sum |s - t|``, mean over the batch.
+    4. SL: ``-sum softmax(s~) log softmax(t~)`` (second softmax, student-weighted) averaged over all B x L rows.
+    5. SD per sequence: ``softmax(p / 2)`` of the top-50 vectors, ``C = cdist(teacher rows, student rows, p=1)``
+       over all L rows, ``K = exp(-C / 0.1)``, 10 x (row, column) normalisation, ``0.001 * sum(P * C)``; summed
+       over the batch.
+    6. ``L = CE + 1.5 * (HAD + 0.1 * SL + 0.1 * SD)``.
+
+    Deviations: the math runs in float32 (the code ran in pure bf16, so values differ by bf16 rounding); the
+    ranking uses ``torch.topk`` instead of a full ``argsort`` (the same columns up to exact ties). NaN guards,
+    always on because they only change results that would be NaN: a sequence without any positional pair is left
+    out of HAD's batch mean (the code: mean of nothing); Sinkhorn divides by ``max(sum, 1e-30)`` (the code: 0/0).
+    """
+
+    name = "mlot-official"
+    config_class = MLOTOfficialConfig
+    teacher_needs = "full_logits"  # the std scaling needs every logit
+    config: MLOTOfficialConfig
+
+    def loss(
+        self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor
+    ) -> dict[str, Tensor]:
+        assert teacher is not None and teacher.logits is not None, "mlot-official needs full teacher logits"
+        cfg = self.config
+        # Rank on each side's own answer rows (the sums only read valid rows), then left-justify the small
+        # [B, A, k] results into L rows: no second pass over the full vocabulary.
+        student_mask = batch.student.answer_mask
+        s = self._ranked(batch.student.gather_answer_rows(student_logits), student_mask, cfg.student_temperature)
+        t = self._ranked(teacher.logits, teacher.mask, cfg.teacher_temperature)
+        rows = max(int(student_mask.sum(1).max()), int(teacher.mask.sum(1).max()))
+        s, student_valid = _left_justified(s, student_mask, rows)
+        t, teacher_valid = _left_justified(t, teacher.mask, rows)
+        size = max(s.size(-1), t.size(-1))  # the code zero-pads the smaller side (vocabulary < k)
+        s, t = pad_last(s, size), pad_last(t, size)
+        both = student_valid & teacher_valid
+
+        had = sample_mean(rank_l1(s, t), both)
+        sl_rows = self._sl_rows(s, t)
+        sl = sl_rows.mean() if cfg.padded_rows else token_mean(sl_rows, both)
+
+        cost = pairwise_l1(torch.softmax(t / cfg.sd_temperature, -1), torch.softmax(s / cfg.sd_temperature, -1))
+        pairs = None if cfg.padded_rows else teacher_valid.unsqueeze(-1) & student_valid.unsqueeze(-2)
+        plan = plain_sinkhorn(cost, cfg.sinkhorn_regularization, cfg.sinkhorn_iterations, pairs)
+        sd = (cfg.sd_scale * (plan * cost).sum((-2, -1))).sum()
+
+        kd = had + cfg.sl_weight * sl + cfg.sd_weight * sd
+        return {
+            "loss": cfg.ce_weight * ce + cfg.distil_factor * kd,
+            "ce": ce.detach(),
+            "had": had.detach(),
+            "sl": sl.detach(),
+            "sd": sd.detach(),
+        }
+
+    def _ranked(self, logits: Tensor, mask: Tensor, temperature: float) -> Tensor:
+        """Steps 1-3 for one side: ``[B, A, V]`` logits -> ``[B, A, k]`` probabilities at the ranked columns."""
+        logits = logits.float()
+        if self.config.std_scaling:  # std scaling and temperature in one pass over the vocabulary
+            logits = logits / ((logits.std(-1, keepdim=True) + self.config.std_epsilon) * temperature)
+        elif temperature != 1.0:
+            logits = logits / temperature
+        return column_ranked_logprobs(logits, mask, self.config.k, over_batch=self.config.batch_ranking).exp()
+
+    def _sl_rows(self, s: Tensor, t: Tensor) -> Tensor:
+        """Step 4 per row ``[B, L]``: cross-entropy between the (re-softmaxed) top-k vectors."""
+        weights, logged = (s, t) if self.config.sl_reversed else (t, s)
+        if self.config.sl_softmax:
+            return -(torch.softmax(weights, -1) * torch.log_softmax(logged, -1)).sum(-1)
+        return -(weights * logged.clamp_min(TINY).log()).sum(-1)
+
+
+def _left_justified(x: Tensor, mask: Tensor, rows: int) -> tuple[Tensor, Tensor]:
+    """The valid rows of ``x`` ``[B, A, k]`` moved to the front of ``rows`` rows; the rest zero (step 2's padding)."""
+    index, valid = compact(mask, rows)
+    return gather_rows(x, index) * valid.unsqueeze(-1), valid

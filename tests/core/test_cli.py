@@ -1,0 +1,127 @@
+"""End-to-end CLI tests on a tiny pair and real task files (skipped when ../shared/data is absent)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import main
+from tasks.registry import default_data_dir
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = default_data_dir()
+needs_data = pytest.mark.skipif(DATA is None, reason="task data not found (set CTKD_DATA_DIR or provide ../shared/data)")
+TINY = "tiny-qwen2-to-gpt2"
+FAST = ["--pairs", TINY, "--tasks", "qed", "--limit-eval", "4", "--max-new-tokens", "6", "--eval-batch-size", "4",
+        "--no-leaderboard"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "run_bench.py", *args], cwd=REPO, capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--methods", "mlto"], "--methods: unknown method 'mlto'"),
+        (["--pairs", "tiny-nope"], "--pairs: unknown pair 'tiny-nope'"),
+        (["--tasks", "qed,squadd"], "did you mean 'squad'?"),
+        (["--limit-eval", "0"], "argument --limit-eval: '0' must be a positive integer"),
+        (["--budget", "huge"], "--budget 'huge': accepted: smoke, small, paper"),
+        (["--data-dir", "/nonexistent/data"], "--data-dir '/nonexistent/data' is not a directory"),
+        (["--set", "mlot.alpha"], "expected METHOD.FIELD=VALUE"),
+        (["--set", "sft.lr=1"], "unknown config key(s) 'lr'"),
+        (["--teacher-prep", "magic"], "argument --teacher-prep: invalid choice: 'magic'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args, expected, capsys):
+    assert main([*args, "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err
+    assert len(err.splitlines()) == 1
+
+
+def test_ls_lists_every_registered_name_first(capsys):
+    from benchmark.pairs import PAIRS
+    from methods.registry import load_methods
+
+    assert main(["ls", "methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == load_methods().names()
+    assert any(line.startswith("mlot\tteacher: topk_logits") for line in lines)
+    assert main(["ls", "pairs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == PAIRS.names()
+    assert any(line.startswith(TINY) and line.endswith("reachable") for line in lines)
+    assert any("llama2-7b-chat" in line and "not reachable" in line for line in lines)
+    assert main(["ls", "tasks"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("qed\tmetric: f1")
+
+
+@needs_data
+def test_dry_run_prints_the_grid(tmp_path, capsys):
+    assert main(["--methods", "sft,uld", "--seeds", "1", "2", *FAST, "--output", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "todo  qed/tiny-qwen2-to-gpt2/teacher/seed0" in out
+    assert "todo  qed/tiny-qwen2-to-gpt2/uld/seed2" in out
+    assert "6 cells, 0 skipped pairs" in out
+    assert not any(tmp_path.glob("qed/**/DONE"))
+
+
+@needs_data
+def test_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path):
+    plugin = tmp_path / "boom.py"
+    plugin.write_text(
+        "from methods.baselines import SFT\nfrom methods.registry import METHODS\n\n"
+        "@METHODS.register('boom')\nclass Boom(SFT):\n    '''Always fails.'''\n    name = 'boom'\n\n"
+        "    def loss(self, batch, student_logits, teacher, ce):\n        raise RuntimeError('boom at step one')\n"
+    )
+    out = tmp_path / "runs"
+    args = ["--include", str(plugin), "--methods", "boom", "sft", "--limit-train", "4", "--batch-size", "2", *FAST,
+            "--output", str(out)]
+    result = run_cli(*args)
+    assert result.returncode == 1, result.stderr
+    failed = json.loads((out / "qed" / TINY / "boom" / "seed1" / "FAILED.json").read_text())
+    assert failed["error"] == "RuntimeError: boom at step one"
+    assert (out / "qed" / TINY / "sft" / "seed1" / "DONE").exists()
+    assert "failed qed/tiny-qwen2-to-gpt2/boom/seed1: RuntimeError: boom at step one" in result.stdout
+    # The failure is rendered; finished cells are found complete on the next run.
+    assert main(["leaderboard", "--runs", str(out)]) == 0
+    assert "boom at step one" in (out / "leaderboard.md").read_text()
+    again = run_cli(*[a for a in args if a not in ("boom",)])
+    assert again.returncode == 0 and "3 cached" in again.stdout
+
+
+@needs_data
+def test_killed_training_cell_resumes_to_identical_metrics(tmp_path):
+    common = ["--methods", "sft", "--limit-train", "24", "--batch-size", "2", "--checkpoint-every", "1", *FAST]
+    reference = run_cli(*common, "--output", str(tmp_path / "a"))
+    assert reference.returncode == 0, reference.stderr
+    cell = tmp_path / "b" / "qed" / TINY / "sft" / "seed1"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "run_bench.py", *common, "--output", str(tmp_path / "b")], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    log = cell / "train_log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 4):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    steps_before = log.read_text().count("\n")
+    assert 4 <= steps_before < 12, "the kill must land mid-training"
+    assert not (cell / "DONE").exists() and (cell / "checkpoint").exists()
+    resumed = run_cli(*common, "--output", str(tmp_path / "b"))
+    assert resumed.returncode == 0, resumed.stderr
+    a_cell = tmp_path / "a" / "qed" / TINY / "sft" / "seed1"
+    assert json.loads((cell / "metrics.json").read_text()) == json.loads((a_cell / "metrics.json").read_text())
+    assert (cell / "predictions.jsonl").read_text() == (a_cell / "predictions.jsonl").read_text()
+    run = json.loads((cell / "run.json").read_text())
+    assert run["train"]["resumed_from_step"] >= 1
+    # The resumed log reads like an uninterrupted one.
+    losses = lambda path: [round(json.loads(l)["loss"], 6) for l in path.read_text().splitlines()]  # noqa: E731
+    assert losses(log) == losses(a_cell / "train_log.jsonl")

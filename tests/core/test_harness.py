@@ -1,0 +1,71 @@
+import json
+
+import pytest
+import torch
+
+from benchmark.collate import PairCollator, ViewEncoder
+from benchmark.harness import TrainConfig, micro_batch_plan, train
+from benchmark.models import build_tiny
+from benchmark.prompting import PromptFormat
+from methods.baselines import SFT
+from tests.core.toy_task import ToyTask, toy_examples
+
+
+def test_plan_visits_every_example_once_per_epoch_and_is_seeded():
+    cfg = TrainConfig(epochs=2, batch_size=3, grad_accum=2)
+    plan = micro_batch_plan(10, cfg, seed=5)
+    flat = [i for step in plan for micro in step for i in micro]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
+    assert all(len(step) <= 2 and all(len(m) <= 3 for m in step) for step in plan)
+    assert plan == micro_batch_plan(10, cfg, seed=5)
+    assert plan != micro_batch_plan(10, cfg, seed=6)
+    half = micro_batch_plan(10, TrainConfig(epochs=0.5, batch_size=3), seed=5)
+    assert sum(len(m) for step in half for m in step) == 5
+
+
+@pytest.mark.parametrize("field,value", [("batch_size", 0), ("grad_accum", 0), ("schedule", "linear"), ("epochs", 0)])
+def test_bad_train_config_is_rejected(field, value):
+    with pytest.raises(ValueError, match=field if field != "epochs" else "epochs"):
+        TrainConfig(**{field: value})
+
+
+def _setup(tmp_path, seed=0):
+    task = ToyTask(tmp_path, toy_examples(8, "train"), toy_examples(2, "test"))
+    model, tokenizer = build_tiny("gpt2", seed=seed)
+    encoder = ViewEncoder(task, tokenizer, PromptFormat("plain", 0), task.load("train"), 16)
+    return task, model, PairCollator(encoder, None)
+
+
+def test_gradient_accumulation_matches_one_large_batch(tmp_path):
+    """CE is normalised by the answer tokens of the whole optimizer step, not per micro-batch: the step's loss
+    and its (pre-clipping) gradient norm are the same however the step is split."""
+    logs = []
+    for batch_size, accum in ((4, 1), (2, 2), (1, 4)):
+        task, model, collator = _setup(tmp_path)
+        cfg = TrainConfig(epochs=0.5, batch_size=batch_size, grad_accum=accum, schedule="constant")
+        train(model, SFT(), task.load("train"), collator, cfg, seed=0, cell_dir=tmp_path / f"c{batch_size}")
+        log = [json.loads(line) for line in (tmp_path / f"c{batch_size}" / "train_log.jsonl").read_text().splitlines()]
+        assert len(log) == 1 and set(log[0]) >= {"step", "loss", "ce", "grad_norm", "lr", "answer_tokens"}
+        logs.append(log[0])
+    for other in logs[1:]:
+        assert other["answer_tokens"] == logs[0]["answer_tokens"]
+        assert other["ce"] == pytest.approx(logs[0]["ce"], rel=1e-5)
+        assert other["grad_norm"] == pytest.approx(logs[0]["grad_norm"], rel=1e-4)
+
+
+def test_training_lowers_the_loss_and_logs_every_step(tmp_path):
+    task, model, collator = _setup(tmp_path)
+    cfg = TrainConfig(epochs=6, batch_size=4, schedule="constant", learning_rate=1e-2)
+    stats = train(model, SFT(), task.load("train"), collator, cfg, seed=1, cell_dir=tmp_path / "cell")
+    log = [json.loads(line) for line in (tmp_path / "cell" / "train_log.jsonl").read_text().splitlines()]
+    assert stats.steps == len(log) == 12
+    assert log[-1]["loss"] < 0.7 * log[0]["loss"]
+    assert (tmp_path / "cell" / "checkpoint" / "state.json").exists()  # saved at the end
+
+
+def test_missing_teacher_source_is_an_error(tmp_path):
+    from methods.baselines import TokenKL
+
+    task, model, collator = _setup(tmp_path)
+    with pytest.raises(ValueError, match="needs teacher full_logits"):
+        train(model, TokenKL(), task.load("train"), collator, TrainConfig(), 0, tmp_path / "c")

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from leaderboards.store import StoreError, scan_store
+
+
+def test_only_cells_with_done_are_scored(store) -> None:
+    store.cell("qed", "p", "mlot", 1, {"f1": 50.0})
+    store.cell("qed", "p", "mlot", 2, {"f1": 99.0}, done=False)  # in progress: no DONE, no FAILED.json
+    scan = scan_store(store.root)
+    assert [(c.method, c.seed, c.metrics) for c in scan.cells] == [("mlot", 1, {"f1": 50.0})]
+    assert scan.failed == ()
+
+
+def test_record_fields(store) -> None:
+    store.cell("qed", "p", "teacher", 1, {"f1": 61.2, "exact_match": 50.0}, wall_time_s=12.5, config_hash="abc")
+    (cell,) = scan_store(store.root).cells
+    assert (cell.task, cell.pair, cell.method, cell.seed) == ("qed", "p", "teacher", 1)
+    assert (cell.config_hash, cell.headline_metric, cell.wall_time_s) == ("abc", "f1", 12.5)
+    assert cell.metrics == {"exact_match": 50.0, "f1": 61.2}
+
+
+def test_failed_cells_carry_their_one_line_reason(store) -> None:
+    store.failed("qed", "p", "uld", 2, "CUDA out of memory\nsecond line")
+    failed_dir = store.failed("qed", "p", "uld", 3, "ignored")
+    (failed_dir / "FAILED.json").write_text("{not json")
+    scan = scan_store(store.root)
+    assert [(f.method, f.seed, f.reason) for f in scan.failed] == [
+        ("uld", 2, "CUDA out of memory"),
+        ("uld", 3, "(unreadable FAILED.json)"),
+    ]
+
+
+def test_done_wins_over_a_stale_failure(store) -> None:
+    cell_dir = store.cell("qed", "p", "mlot", 1, {"f1": 50.0})
+    (cell_dir / "FAILED.json").write_text(json.dumps({"error": "earlier attempt"}))
+    scan = scan_store(store.root)
+    assert len(scan.cells) == 1 and scan.failed == ()
+
+
+def test_seeds_sort_numerically_and_non_cells_are_ignored(store) -> None:
+    for seed in (10, 2):
+        store.cell("qed", "p", "mlot", seed, {"f1": float(seed)})
+    (store.root / "qed" / "p" / "mlot" / "checkpoints").mkdir()
+    (store.root / ".cache" / "x" / "y" / "seed1").mkdir(parents=True)
+    (store.root / "leaderboard.md").write_text("old")
+    assert [c.seed for c in scan_store(store.root).cells] == [2, 10]
+
+
+def test_skipped_pairs_are_read(store) -> None:
+    store.skipped([{"pair": "llama2-7b-chat-opt-350m", "reason": "weights not reachable offline"}])
+    (skipped,) = scan_store(store.root).skipped
+    assert (skipped.pair, skipped.reason) == ("llama2-7b-chat-opt-350m", "weights not reachable offline")
+
+
+def test_config_that_contradicts_its_directory_is_an_error(store) -> None:
+    cell_dir = store.cell("qed", "p", "mlot", 1, {"f1": 50.0})
+    config = json.loads((cell_dir / "config.json").read_text())
+    config["config"]["seed"] = 2
+    (cell_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(StoreError, match="seed"):
+        scan_store(store.root)
+
+
+def test_headline_metric_must_be_measured(store) -> None:
+    store.cell("dialogsum", "p", "mlot", 1, {"rouge1": 30.0}, headline="rougeL")
+    with pytest.raises(StoreError, match="rougeL"):
+        scan_store(store.root)
+
+
+def test_one_headline_metric_per_task(store) -> None:
+    store.cell("qed", "p", "mlot", 1, {"f1": 50.0, "exact_match": 40.0})
+    store.cell("qed", "p", "sft", 1, {"f1": 50.0, "exact_match": 40.0}, headline="exact_match")
+    with pytest.raises(StoreError, match="two headline metrics"):
+        scan_store(store.root)
+
+
+def test_missing_metrics_file_is_an_error(store) -> None:
+    cell_dir = store.cell("qed", "p", "mlot", 1, {"f1": 50.0})
+    (cell_dir / "metrics.json").unlink()
+    with pytest.raises(StoreError, match="metrics.json is missing"):
+        scan_store(store.root)
+
+
+def test_missing_store_directory(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        scan_store(tmp_path / "nowhere")

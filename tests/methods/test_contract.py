@@ -1,0 +1,83 @@
+"""Every registered method, two optimizer steps on a tiny pair: finite loss, student gradients, no teacher gradients."""
+import pytest
+import torch
+
+from benchmark.collate import PairCollator, ViewEncoder
+from benchmark.harness import LiveTeacher, answer_ce_sum
+from benchmark.models import build_tiny
+from benchmark.prompting import PromptFormat
+from methods.base import TEACHER_NEEDS
+from methods.registry import load_methods
+from tests.core.toy_task import ToyTask, toy_examples
+
+METHODS = load_methods()
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {family: build_tiny(family, seed) for family, seed in (("qwen2", 1), ("gpt2", 2))} | {
+        "gpt2-teacher": build_tiny("gpt2", 3)
+    }
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_two_steps_train_the_student_only(name, models, tmp_path):
+    method_class = METHODS.get(name)
+    method = method_class()
+    assert method.teacher_needs in TEACHER_NEEDS
+    teacher_key = "gpt2-teacher" if method.same_tokenizer_only else "qwen2"
+    teacher, teacher_tok = models[teacher_key]
+    student, student_tok = build_tiny("gpt2", seed=2)
+    task = ToyTask(tmp_path, toy_examples(6, "train"), toy_examples(2, "test"))
+    pool = task.load("train")
+    collator = PairCollator(
+        ViewEncoder(task, student_tok, PromptFormat("plain", 0), pool, 16),
+        ViewEncoder(task, teacher_tok, PromptFormat("plain", 1), pool, 16),
+    )
+    method.prepare(student_tok, teacher_tok, str(tmp_path / "cache"))
+    live = LiveTeacher(teacher)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    student.train()
+    for step in range(2):
+        batch = collator(pool[step * 3 : step * 3 + 3])
+        outputs = live.outputs(batch) if method.teacher_needs not in ("none", "text") else None
+        logits = student(input_ids=batch.student.input_ids, attention_mask=batch.student.attention_mask).logits
+        ce = answer_ce_sum(logits, batch.student.labels) / (batch.student.labels != -100).sum()
+        terms = method.loss(batch, logits, outputs, ce)
+        assert terms["loss"].dim() == 0 and torch.isfinite(terms["loss"])
+        assert all(torch.isfinite(v).all() for v in terms.values())
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        grads = [p.grad for p in student.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0
+        assert all(p.grad is None for p in teacher.parameters())
+        optimizer.step()
+
+
+def test_token_kl_refuses_a_cross_tokenizer_batch(models, tmp_path):
+    from methods.baselines import SameTokenizerError, TokenKL
+
+    teacher, teacher_tok = models["qwen2"]
+    student, student_tok = models["gpt2"]
+    task = ToyTask(tmp_path, toy_examples(4, "train"), toy_examples(1, "test"))
+    pool = task.load("train")
+    collator = PairCollator(ViewEncoder(task, student_tok, PromptFormat("plain", 0), pool, 16),
+                            ViewEncoder(task, teacher_tok, PromptFormat("plain", 0), pool, 16))
+    batch = collator(pool[:2])
+    logits = student(input_ids=batch.student.input_ids).logits
+    with pytest.raises(SameTokenizerError, match="identical student and teacher answer tokens"):
+        TokenKL().loss(batch, logits, LiveTeacher(teacher).outputs(batch), torch.tensor(1.0))
+
+
+def test_token_kl_is_zero_when_teacher_equals_student(models, tmp_path):
+    from methods.baselines import TokenKL
+
+    student, tokenizer = models["gpt2"]
+    task = ToyTask(tmp_path, toy_examples(4, "train"), toy_examples(1, "test"))
+    pool = task.load("train")
+    encoder = ViewEncoder(task, tokenizer, PromptFormat("plain", 0), pool, 16)
+    batch = PairCollator(encoder, encoder)(pool[:3])
+    logits = student(input_ids=batch.student.input_ids, attention_mask=batch.student.attention_mask).logits
+    terms = TokenKL().loss(batch, logits, LiveTeacher(student).outputs(batch), torch.tensor(0.0))
+    assert float(terms["kl"]) == pytest.approx(0.0, abs=1e-6)
