@@ -57,7 +57,11 @@ class TeacherSource(Protocol):
 
 
 class LiveTeacher:
-    """Runs the frozen teacher on the teacher view of each batch."""
+    """Runs the frozen teacher on the teacher view of each batch.
+
+    Only the answer rows go through the output head: a 152k-vocabulary head over every prompt position would
+    cost gigabytes per batch and most of the teacher's time.
+    """
 
     def __init__(self, model: Any, hidden_states: bool = False, bf16: bool = False) -> None:
         self.model = model.eval().requires_grad_(False)
@@ -65,17 +69,16 @@ class LiveTeacher:
 
     @torch.no_grad()
     def outputs(self, batch: DistillBatch) -> TeacherOutputs:
-        view = batch.teacher
         device = next(self.model.parameters()).device
+        view = batch.teacher.to(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.model(
-                input_ids=view.input_ids.to(device),
-                attention_mask=view.attention_mask.to(device),
-                output_hidden_states=self.hidden_states,
-            )
-        rows = view.to(device).gather_answer_rows(out.logits).float()
-        hidden = out.hidden_states[-1].float() if self.hidden_states else None
-        return TeacherOutputs(mask=view.answer_mask.to(device), logits=rows, vocab_size=rows.size(-1), hidden_states=hidden)
+            hidden = self.model.base_model(input_ids=view.input_ids, attention_mask=view.attention_mask).last_hidden_state
+            rows = self.model.get_output_embeddings()(view.gather_answer_rows(hidden)).float()
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        if softcap:
+            rows = torch.tanh(rows / softcap) * softcap
+        return TeacherOutputs(mask=view.answer_mask, logits=rows, vocab_size=rows.size(-1),
+                              hidden_states=hidden.float() if self.hidden_states else None)
 
 
 @dataclass

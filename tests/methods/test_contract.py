@@ -81,3 +81,15 @@ def test_token_kl_is_zero_when_teacher_equals_student(models, tmp_path):
     logits = student(input_ids=batch.student.input_ids, attention_mask=batch.student.attention_mask).logits
     terms = TokenKL().loss(batch, logits, LiveTeacher(student).outputs(batch), torch.tensor(0.0))
     assert float(terms["kl"]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_live_teacher_rows_equal_the_full_forward(models, tmp_path):
+    teacher, teacher_tok = models["qwen2"]
+    task = ToyTask(tmp_path, toy_examples(4, "train"), toy_examples(1, "test"))
+    pool = task.load("train")
+    encoder = ViewEncoder(task, teacher_tok, PromptFormat("plain", 1), pool, 16)
+    batch = PairCollator(encoder, encoder)(pool[:3])
+    rows = LiveTeacher(teacher).outputs(batch).logits
+    with torch.no_grad():
+        full = teacher(input_ids=batch.teacher.input_ids, attention_mask=batch.teacher.attention_mask).logits
+    assert torch.allclose(rows, batch.teacher.gather_answer_rows(full), atol=1e-5)
