@@ -162,11 +162,15 @@ class CellLock:
 
 
 def git_state() -> dict[str, Any]:
-    def run(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False).stdout.strip()
+    def run(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+        except OSError:  # no git on this machine
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
 
-    commit = run("rev-parse", "HEAD")
-    return {"git_commit": commit or None, "git_dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+    status = run("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": run("rev-parse", "--verify", "HEAD"), "git_dirty": None if status is None else bool(status)}
 
 
 def package_versions() -> dict[str, str | None]:

@@ -68,3 +68,11 @@ def test_lock_left_by_dead_process_is_taken_over(tmp_path):
     assert lock.acquire()
     assert json.loads((tmp_path / "LOCK").read_text())["pid"] == os.getpid()
     lock.release()
+
+
+def test_git_state_names_a_real_commit():
+    from benchmark.results import git_state
+
+    state = git_state()
+    assert state["git_commit"] is None or len(state["git_commit"]) == 40
+    assert state["git_dirty"] in (None, True, False)
