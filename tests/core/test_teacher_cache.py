@@ -1,0 +1,90 @@
+import json
+
+import pytest
+import torch
+
+from benchmark.collate import PairCollator, ViewEncoder
+from benchmark.harness import LiveTeacher
+from benchmark.models import build_tiny
+from benchmark.prompting import PromptFormat
+from benchmark.teacher_cache import StaleCacheError, TopkCache, ensure_topk_cache, teacher_answers
+from tests.core.toy_task import ToyTask, toy_examples
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_tiny("qwen2", 1), build_tiny("gpt2", 2)
+
+
+def collator_for(task, tiny, max_answer_tokens=16):
+    (_, teacher_tok), (_, student_tok) = tiny
+    pool = task.load("train")
+    return PairCollator(ViewEncoder(task, student_tok, PromptFormat("plain", 0), pool, max_answer_tokens),
+                        ViewEncoder(task, teacher_tok, PromptFormat("plain", 1), pool, max_answer_tokens))
+
+
+def test_cached_topk_equals_live_topk(tmp_path, tiny):
+    task = ToyTask(tmp_path, toy_examples(6, "train"), toy_examples(1, "test"))
+    examples, collator = task.load("train"), collator_for(task, tiny)
+    live = LiveTeacher(tiny[0][0])
+    calls = []
+    load = lambda: calls.append(1) or live  # noqa: E731
+    cache = ensure_topk_cache(tmp_path / "c", {"k": 8}, load, collator, examples, [e.answer for e in examples], 4)
+    assert calls == [1] and cache.is_complete()
+    batch = collator(examples[1:4])
+    cached, direct = cache.outputs(batch), live.outputs(batch)
+    for a, b in zip(cached.topk(8), direct.topk(8)):
+        mask = batch.teacher.answer_mask
+        assert torch.allclose(a[mask], b[mask], atol=1e-5)
+    with pytest.raises(ValueError, match="cache holds only k=8"):
+        cached.topk(9)
+    # A second request with the same key reuses the files without touching the teacher.
+    ensure_topk_cache(tmp_path / "c", {"k": 8}, load, collator, examples, [e.answer for e in examples], 4)
+    assert calls == [1]
+
+
+def test_stale_or_partial_cache_is_not_used(tmp_path, tiny):
+    task = ToyTask(tmp_path, toy_examples(4, "train"), toy_examples(1, "test"))
+    examples, collator = task.load("train"), collator_for(task, tiny)
+    key = {"k": 4, "examples": "x"}
+    cache = TopkCache(tmp_path / "c", key)
+    cache.build(LiveTeacher(tiny[0][0]), collator, examples, [e.answer for e in examples], 2)
+    assert cache.is_complete()
+    assert not TopkCache(tmp_path / "c", {**key, "k": 5}).is_complete()  # another key, another entry
+    data = cache.dir / "topk.safetensors"
+    data.write_bytes(data.read_bytes()[:-10])  # torn write
+    assert not TopkCache(tmp_path / "c", key).is_complete()
+    with pytest.raises(StaleCacheError, match="missing, partial or stale"):
+        TopkCache(tmp_path / "c", key).outputs(collator(examples[:1]))
+
+
+def test_rows_that_do_not_match_the_batch_are_refused(tmp_path, tiny):
+    task = ToyTask(tmp_path, toy_examples(4, "train"), toy_examples(1, "test"))
+    examples = task.load("train")
+    cache = TopkCache(tmp_path / "c", {"k": 4})
+    cache.build(LiveTeacher(tiny[0][0]), collator_for(task, tiny, 2), examples, [e.answer for e in examples], 2)
+    longer = collator_for(task, tiny, 16)([e for e in examples if len(e.answer.split()) > 2][:1])
+    with pytest.raises(StaleCacheError, match="rows for"):
+        cache.outputs(longer)
+
+
+def test_teacher_answers_are_generated_once_and_survive_a_torn_line(tmp_path, tiny):
+    task = ToyTask(tmp_path, toy_examples(5, "train"), toy_examples(1, "test"))
+    examples = task.load("train")
+    (teacher, teacher_tok), _ = tiny
+    encoder = ViewEncoder(task, teacher_tok, PromptFormat("plain", 0), examples, 8)
+    calls = []
+
+    def load():
+        calls.append(1)
+        return teacher, encoder
+
+    first = teacher_answers(tmp_path, {"t": 1}, load, examples, 3, 2, chunk=2)
+    assert len(first) == 5 and calls == [1]
+    path = next((tmp_path / "text").iterdir())
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:3]) + "\n" + lines[3][:5])  # a crash mid-line
+    second = teacher_answers(tmp_path, {"t": 1}, load, examples, 3, 2, chunk=2)
+    assert second == first and calls == [1, 1]
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == [e.id for e in examples]
+    assert teacher_answers(tmp_path, {"t": 1}, load, examples, 3, 2) == first and calls == [1, 1]
