@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -195,12 +196,52 @@ def environment_info() -> dict[str, Any]:
     }
 
 
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process (CPU) or peak allocated GPU memory, in MiB."""
-    import resource
+_PROC_STATUS = Path("/proc/self/status")
+_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
-    import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class PeakMemory:
+    """A peak-memory window opened at construction, so that a cell reports its own peak, not the whole grid's.
+
+    GPU: the allocator's peak statistics, reset. CPU on Linux: writing ``5`` to ``/proc/self/clear_refs`` resets
+    the resident high-water mark (``VmHWM``). Where neither reset is possible the peak is the process's
+    (``ru_maxrss``) and :meth:`read` says so under ``peak_memory_scope``.
+    """
+
+    def __init__(self) -> None:
+        import torch
+
+        self.on_gpu = torch.cuda.is_available()
+        if self.on_gpu:
+            torch.cuda.reset_peak_memory_stats()
+            self.scope = "cell"
+            return
+        try:
+            _PROC_CLEAR_REFS.write_text("5")
+            self.scope = "cell"
+        except OSError:
+            self.scope = "process"
+
+    def read(self) -> dict[str, Any]:
+        """``peak_memory_mb`` (MiB), what it measures (``peak_memory_kind``) and over what (``peak_memory_scope``)."""
+        import torch
+
+        if self.on_gpu:
+            return self._info(torch.cuda.max_memory_allocated() / 2**20, "gpu_allocated", self.scope)
+        match = re.search(r"^VmHWM:\s+(\d+) kB", _read_text(_PROC_STATUS), re.MULTILINE)
+        if self.scope == "cell" and match:
+            return self._info(int(match.group(1)) / 1024, "cpu_resident", "cell")
+        import resource
+
+        return self._info(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_resident", "process")
+
+    @staticmethod
+    def _info(mb: float, kind: str, scope: str) -> dict[str, Any]:
+        return {"peak_memory_mb": mb, "peak_memory_kind": kind, "peak_memory_scope": scope}
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

@@ -24,7 +24,7 @@ from benchmark.models import ModelSpec, load_model, load_tokenizer
 from benchmark.pairs import PAIRS, Pair, pair_status
 from benchmark.prompting import PromptFormat
 from benchmark.results import (
-    CellKey, CellLock, config_hash, environment_info, finish_cell, is_done, peak_memory_mb, read_json,
+    CellKey, CellLock, config_hash, environment_info, finish_cell, is_done, PeakMemory, read_json,
     record_failure, start_cell, write_atomic, write_json,
 )
 from benchmark.teacher_cache import cache_digest, ensure_topk_cache, teacher_answers, tokenizer_hash
@@ -188,7 +188,7 @@ class GridRunner:
         lock = CellLock(cell_dir)
         if not lock.acquire():
             return CellOutcome(key, "locked", "another process is running this cell")
-        started = time.perf_counter()
+        started, memory = time.perf_counter(), PeakMemory()
         try:
             self._discard_foreign_checkpoint(cell_dir, digest)
             start_cell(cell_dir, config)
@@ -197,7 +197,7 @@ class GridRunner:
             run_info = {
                 **environment_info(), **extra, "config_hash": digest, "budget": self.s.budget_name,
                 "budget_values": self.s.budget.to_dict(), "seed": key.seed, "wall_time_s": wall,
-                "peak_memory_mb": peak_memory_mb(), "eval": result.stats,
+                **memory.read(), "eval": result.stats,
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             finish_cell(cell_dir, result.metrics, result.predictions, run_info)

@@ -34,6 +34,8 @@ class SummaryRow:
     metric: str
     stats: SeedStats
     mean_wall_time_s: float  # over the seeds whose run.json records it; NaN when none does
+    mean_train_s_per_step: float = math.nan  # likewise; NaN for cells that do not train
+    mean_peak_memory_mb: float = math.nan  # likewise
 
 
 def seed_stats(values: Sequence[float]) -> SeedStats:
@@ -93,18 +95,25 @@ def _central_mass(t: float, df: int) -> float:
     return 2.0 / math.pi * (theta + sin * total)
 
 
+COST_FIELDS = ("wall_time_s", "train_s_per_step", "peak_memory_mb")
+
+
 def summarize(cells: Iterable[CellRecord]) -> list[SummaryRow]:
     """One row per (task, pair, method, metric), sorted by those keys as plain strings."""
     values: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
-    wall_times: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    costs: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for cell in cells:
         for metric, value in cell.metrics.items():
             values[cell.task, cell.pair, cell.method, metric].append(value)
-        if cell.wall_time_s is not None:
-            wall_times[cell.task, cell.pair, cell.method].append(cell.wall_time_s)
+        for name in COST_FIELDS:
+            if (cost := getattr(cell, name)) is not None:
+                costs[cell.task, cell.pair, cell.method, name].append(cost)
     rows = []
     for (task, pair, method, metric), metric_values in sorted(values.items()):
-        times = wall_times.get((task, pair, method))
-        wall = statistics.fmean(times) if times else math.nan
-        rows.append(SummaryRow(task, pair, method, metric, seed_stats(metric_values), wall))
+        wall, step, memory = (_mean_or_nan(costs.get((task, pair, method, name))) for name in COST_FIELDS)
+        rows.append(SummaryRow(task, pair, method, metric, seed_stats(metric_values), wall, step, memory))
     return rows
+
+
+def _mean_or_nan(values: list[float] | None) -> float:
+    return statistics.fmean(values) if values else math.nan

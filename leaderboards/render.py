@@ -12,11 +12,14 @@ Markdown choices:
 - "vs SFT" table, one per task that has an ``sft`` row: a cell reads ``gain (gap closed)`` with
   gain = method - sft in points and gap closed = (method - sft) / (teacher - sft); one column per pair keeps it
   as wide as the score table. Undefined values (no sft or teacher cell, teacher == sft) show as ``–``.
+- "cost" table, one per task: seconds per training step, cell wall time and peak memory, so that a score is
+  always read beside what it cost.
 """
 from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import defaultdict
 from typing import Iterable, Sequence
 
@@ -49,11 +52,12 @@ def leaderboard_csv(cells: Iterable[CellRecord]) -> str:
 
 def summary_csv(rows: Iterable[SummaryRow]) -> str:
     """One row per task, pair, method and metric, with the statistics over seeds."""
-    header = ("task", "pair", "method", "metric", "mean", "std", "ci95_low", "ci95_high", "n_seeds", "mean_wall_time_s")
+    header = ("task", "pair", "method", "metric", "mean", "std", "ci95_low", "ci95_high", "n_seeds", "mean_wall_time_s",
+              "mean_train_s_per_step", "mean_peak_memory_mb")
     ordered = sorted(rows, key=lambda r: (r.task, r.pair, method_sort_key(r.method), r.metric))
     return _csv(header, [
         (r.task, r.pair, r.method, r.metric, r.stats.mean, r.stats.std, r.stats.ci95_low, r.stats.ci95_high,
-         r.stats.n, r.mean_wall_time_s)
+         r.stats.n, r.mean_wall_time_s, r.mean_train_s_per_step, r.mean_peak_memory_mb)
         for r in ordered
     ])
 
@@ -66,17 +70,22 @@ def _csv(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return buffer.getvalue()
 
 
-def headline_table(scan: StoreScan, rows: Iterable[SummaryRow]) -> dict[str, dict[tuple[str, str], SeedStats]]:
-    """task -> (pair, method) -> statistics of the task's headline metric."""
-    table: dict[str, dict[tuple[str, str], SeedStats]] = defaultdict(dict)
+def headline_rows(scan: StoreScan, rows: Iterable[SummaryRow]) -> dict[str, dict[tuple[str, str], SummaryRow]]:
+    """task -> (pair, method) -> the summary row of the task's headline metric."""
+    table: dict[str, dict[tuple[str, str], SummaryRow]] = defaultdict(dict)
     for row in rows:
         if row.metric == scan.headline_metrics.get(row.task):
-            table[row.task][row.pair, row.method] = row.stats
+            table[row.task][row.pair, row.method] = row
     return dict(table)
 
 
+def headline_table(scan: StoreScan, rows: Iterable[SummaryRow]) -> dict[str, dict[tuple[str, str], SeedStats]]:
+    """task -> (pair, method) -> statistics of the task's headline metric."""
+    return {task: {key: row.stats for key, row in cells.items()} for task, cells in headline_rows(scan, rows).items()}
+
+
 def leaderboard_markdown(scan: StoreScan, rows: Iterable[SummaryRow]) -> str:
-    table = headline_table(scan, rows)
+    table = headline_rows(scan, rows)
     lines = [
         "# CTKD-Bench leaderboard",
         "",
@@ -85,14 +94,15 @@ def leaderboard_markdown(scan: StoreScan, rows: Iterable[SummaryRow]) -> str:
         "the best student method per pair; the teacher is a reference and is never bold. Means, standard deviations "
         "and 95% confidence intervals of every metric are in `summary.csv`.",
     ]
-    for task, scores in table.items():
-        lines += _task_section(task, scan.headline_metrics[task], scores)
+    for task, cells in table.items():
+        lines += _task_section(task, scan.headline_metrics[task], cells)
     lines += _failed_section(scan)
     lines += _skipped_section(scan)
     return "\n".join(lines) + "\n"
 
 
-def _task_section(task: str, metric: str, scores: dict[tuple[str, str], SeedStats]) -> list[str]:
+def _task_section(task: str, metric: str, cells: dict[tuple[str, str], SummaryRow]) -> list[str]:
+    scores = {key: row.stats for key, row in cells.items()}
     pairs = sorted({pair for pair, _ in scores})
     methods = ordered_methods(method for _, method in scores)
     seed_counts = sorted({stats.n for stats in scores.values()})
@@ -100,18 +110,41 @@ def _task_section(task: str, metric: str, scores: dict[tuple[str, str], SeedStat
     best = {pair: _best_student_mean(pair, methods, scores) for pair in pairs}
     body = []
     for method in methods:
-        cells = []
+        row_cells = []
         for pair in pairs:
             stats = scores.get((pair, method))
             text = MISSING if stats is None else _format_score(stats)
             bold = stats is not None and method != TEACHER and stats.mean == best[pair]
-            cells.append(f"**{text}**" if bold else text)
-        body.append([method, *cells])
+            row_cells.append(f"**{text}**" if bold else text)
+        body.append([method, *row_cells])
     lines = ["", f"## {_md(task)}", "", f"Headline metric: `{metric}`; seeds per cell: {seeds}.", ""]
     lines += _md_table(["method", *pairs], body)
     if SFT in methods:
         lines += _vs_sft_section(task, pairs, methods, scores)
-    return lines
+    return lines + _cost_section(task, pairs, methods, cells)
+
+
+def _cost_section(task: str, pairs: list[str], methods: list[str], cells: dict[tuple[str, str], SummaryRow]) -> list[str]:
+    body = [[method, *(_cost_cell(cells.get((pair, method))) for pair in pairs)] for method in methods]
+    lines = [
+        "",
+        f"### {_md(task)} — cost",
+        "",
+        "Training seconds per optimizer step, the cell's wall time (teacher-cache building, training and evaluation) "
+        "and its peak memory (GPU allocated or CPU resident, see `run.json`), means over seeds.",
+        "",
+    ]
+    return lines + _md_table(["method", *pairs], body)
+
+
+def _cost_cell(row: SummaryRow | None) -> str:
+    if row is None:
+        return MISSING
+    values = (row.mean_train_s_per_step, row.mean_wall_time_s / 60, row.mean_peak_memory_mb / 1024)
+    if all(math.isnan(v) for v in values):
+        return MISSING
+    return " · ".join(MISSING if math.isnan(v) else f"{v:.{digits}f} {unit}"
+                      for v, (digits, unit) in zip(values, ((2, "s/step"), (1, "min"), (1, "GiB"))))
 
 
 def _best_student_mean(pair: str, methods: list[str], scores: dict[tuple[str, str], SeedStats]) -> float | None:

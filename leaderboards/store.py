@@ -41,6 +41,8 @@ class CellRecord:
     headline_metric: str
     metrics: dict[str, float]
     wall_time_s: float | None
+    train_s_per_step: float | None = None  # training wall time per optimizer step (None: no training)
+    peak_memory_mb: float | None = None  # the cell's peak (GPU allocated or CPU resident), from run.json
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def _read_cell(cell_dir: Path, task: str, pair: str, method: str, seed: int) -> 
     metrics = _read_metrics(cell_dir / "metrics.json")
     if headline not in metrics:
         raise StoreError(f"{config_file}: headline metric {headline!r} is not among metrics {sorted(metrics)}")
-    return CellRecord(task, pair, method, seed, stored["hash"], headline, metrics, _wall_time(cell_dir / "run.json"))
+    return CellRecord(task, pair, method, seed, stored["hash"], headline, metrics, **_costs(cell_dir / "run.json"))
 
 
 def _read_metrics(path: Path) -> dict[str, float]:
@@ -136,13 +138,23 @@ def _read_metrics(path: Path) -> dict[str, float]:
     return {name: float(value) for name, value in sorted(metrics.items())}
 
 
-def _wall_time(path: Path) -> float | None:
-    """``run.json`` and its ``wall_time_s`` are optional; a present but unreadable file is still an error."""
-    if not path.exists():
-        return None
-    run = _read_json(path)
-    value = run.get("wall_time_s") if isinstance(run, dict) else None
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+def _costs(path: Path) -> dict[str, float | None]:
+    """Wall time, training time per step and peak memory from ``run.json``; each optional, as is the file itself
+    (a present but unreadable file is still an error). A resumed cell's step time counts only the steps it ran."""
+    run = _read_json(path) if path.exists() else {}
+    run = run if isinstance(run, dict) else {}
+    train = run.get("train") if isinstance(run.get("train"), dict) else {}
+    steps_run = (_finite(train.get("steps")) or 0) - (_finite(train.get("resumed_from_step")) or 0)
+    train_wall = _finite(train.get("wall_time_s"))
+    return {
+        "wall_time_s": _finite(run.get("wall_time_s")),
+        "train_s_per_step": train_wall / steps_run if train_wall is not None and steps_run > 0 else None,
+        "peak_memory_mb": _finite(run.get("peak_memory_mb")),
+    }
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
 def _failure_reason(path: Path) -> str:

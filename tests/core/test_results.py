@@ -3,8 +3,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from benchmark.results import (
-    CellKey, CellLock, config_hash, finish_cell, is_done, record_failure, start_cell, write_atomic,
+    CellKey, CellLock, PeakMemory, config_hash, finish_cell, is_done, record_failure, start_cell, write_atomic,
 )
 
 
@@ -78,3 +80,19 @@ def test_git_state_names_a_real_commit():
     state = git_state()
     assert state["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
     assert state["git_commit"] != "HEAD"
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux /proc/self/clear_refs")
+def test_peak_memory_window_is_the_cells_not_the_processes():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("measures the CPU window")
+    big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    big.add_(1)
+    first = PeakMemory().read()  # opened after the 64 MiB exist: they count
+    del big
+    second = PeakMemory().read()  # opened after they are freed: the window must not remember them
+    assert first["peak_memory_scope"] == second["peak_memory_scope"] == "cell"
+    assert first["peak_memory_kind"] == "cpu_resident"
+    assert first["peak_memory_mb"] - second["peak_memory_mb"] > 48

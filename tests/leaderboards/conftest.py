@@ -24,6 +24,8 @@ class StoreBuilder:
         done: bool = True,
         wall_time_s: float | None = None,
         config_hash: str | None = None,
+        train: dict[str, float] | None = None,
+        peak_memory_mb: float | None = None,
     ) -> Path:
         cell_dir = self.root / task / pair / method / f"seed{seed}"
         cell_dir.mkdir(parents=True)
@@ -33,8 +35,9 @@ class StoreBuilder:
         }
         _write_json(cell_dir / "config.json", {"hash": config_hash or f"h-{method}-{seed}", "config": config})
         _write_json(cell_dir / "metrics.json", metrics)
-        if wall_time_s is not None:
-            _write_json(cell_dir / "run.json", {"wall_time_s": wall_time_s, "git_commit": "abc"})
+        run = {"wall_time_s": wall_time_s, "train": train, "peak_memory_mb": peak_memory_mb}
+        if any(value is not None for value in run.values()):
+            _write_json(cell_dir / "run.json", {**{k: v for k, v in run.items() if v is not None}, "git_commit": "abc"})
         if done:
             (cell_dir / "DONE").write_text("")
         return cell_dir

@@ -25,7 +25,8 @@ def build_grid(store) -> None:
         store.cell("qed", GEMMA, "sft", seed, qa(gemma))
         store.cell("qed", QWEN, "sft", seed, qa(qwen))
     for seed, value in enumerate([55.0, 56.0, 60.0], start=1):  # mean 57, std sqrt(7)
-        store.cell("qed", GEMMA, "mlot", seed, qa(value), wall_time_s=100.0 * seed)
+        store.cell("qed", GEMMA, "mlot", seed, qa(value), wall_time_s=100.0 * seed,
+                   train={"steps": 10, "wall_time_s": 5.0 * seed, "resumed_from_step": 0}, peak_memory_mb=1024.0 * seed)
     store.cell("qed", GEMMA, "mlot", 4, qa(99.0), done=False)  # unfinished: must not count
     store.cell("qed", QWEN, "mlot", 1, qa(58.0))
     for seed, value in enumerate([53.0, 54.0, 55.0], start=1):
@@ -61,6 +62,18 @@ Gain over sft in points, and in brackets the share of the teacher–sft gap clos
 | untrained | -42.00 (-233.3%) | -42.50 (-607.1%) |
 | mlot | +5.00 (27.8%) | +3.00 (42.9%) |
 | uld | +2.00 (11.1%) | – |
+
+### qed — cost
+
+Training seconds per optimizer step, the cell's wall time (teacher-cache building, training and evaluation) and its peak memory (GPU allocated or CPU resident, see `run.json`), means over seeds.
+
+| method | gemma-smollm | qwen-smollm |
+| --- | ---: | ---: |
+| teacher | – | – |
+| untrained | – | – |
+| sft | – | – |
+| mlot | 1.00 s/step · 3.3 min · 2.0 GiB | – |
+| uld | – | – |
 """
 
 EXPECTED_DIALOGSUM = """\
@@ -81,6 +94,16 @@ Gain over sft in points, and in brackets the share of the teacher–sft gap clos
 | method | gemma-smollm |
 | --- | ---: |
 | mlot | +2.00 (–) |
+
+### dialogsum — cost
+
+Training seconds per optimizer step, the cell's wall time (teacher-cache building, training and evaluation) and its peak memory (GPU allocated or CPU resident, see `run.json`), means over seeds.
+
+| method | gemma-smollm |
+| --- | ---: |
+| teacher | – |
+| sft | – |
+| mlot | – |
 """
 
 EXPECTED_TAIL = """\
@@ -150,13 +173,15 @@ def test_leaderboard_csv_is_long_and_exact(store) -> None:
 def test_summary_csv(store) -> None:
     store.cell("qed", "p", "teacher", 1, {"f1": 61.2})
     for seed, value in enumerate([50.0, 52.0, 54.0], start=1):
-        store.cell("qed", "p", "mlot", seed, {"f1": value}, wall_time_s=[100.0, 110.0, 120.0][seed - 1])
+        store.cell("qed", "p", "mlot", seed, {"f1": value}, wall_time_s=[100.0, 110.0, 120.0][seed - 1],
+                   train={"steps": 4, "wall_time_s": 2.0 * seed}, peak_memory_mb=None if seed == 3 else 100.0 * seed)
     text = texts(store.root)["summary"]
     header, teacher, mlot = list(csv.reader(io.StringIO(text)))
     assert header == ["task", "pair", "method", "metric", "mean", "std", "ci95_low", "ci95_high", "n_seeds",
-                      "mean_wall_time_s"]
-    assert teacher == ["qed", "p", "teacher", "f1", "61.2", "nan", "nan", "nan", "1", "nan"]
-    assert mlot[:6] + mlot[8:] == ["qed", "p", "mlot", "f1", "52.0", "2.0", "3", "110.0"]
+                      "mean_wall_time_s", "mean_train_s_per_step", "mean_peak_memory_mb"]
+    assert teacher == ["qed", "p", "teacher", "f1", "61.2", "nan", "nan", "nan", "1", "nan", "nan", "nan"]
+    # s/step 0.5, 1.0, 1.5 -> 1.0; peak memory only where recorded: (100 + 200) / 2.
+    assert mlot[:6] + mlot[8:] == ["qed", "p", "mlot", "f1", "52.0", "2.0", "3", "110.0", "1.0", "150.0"]
     half_width = 4.302653 * 2.0 / math.sqrt(3)
     assert float(mlot[6]) == pytest.approx(52.0 - half_width, abs=1e-5)
     assert float(mlot[7]) == pytest.approx(52.0 + half_width, abs=1e-5)

@@ -19,6 +19,15 @@ def test_record_fields(store) -> None:
     assert (cell.task, cell.pair, cell.method, cell.seed) == ("qed", "p", "teacher", 1)
     assert (cell.config_hash, cell.headline_metric, cell.wall_time_s) == ("abc", "f1", 12.5)
     assert cell.metrics == {"exact_match": 50.0, "f1": 61.2}
+    assert (cell.train_s_per_step, cell.peak_memory_mb) == (None, None)  # a reference cell does not train
+
+
+def test_costs_of_a_resumed_cell_count_only_the_steps_it_ran(store) -> None:
+    # 10 steps in all, 6 from a checkpoint: the 3.0 s of this run's training were spent on 4 steps.
+    store.cell("qed", "p", "mlot", 1, {"f1": 50.0}, wall_time_s=40.0, peak_memory_mb=2048.0,
+               train={"steps": 10, "resumed_from_step": 6, "wall_time_s": 3.0})
+    (cell,) = scan_store(store.root).cells
+    assert (cell.wall_time_s, cell.train_s_per_step, cell.peak_memory_mb) == (40.0, 0.75, 2048.0)
 
 
 def test_failed_cells_carry_their_one_line_reason(store) -> None:
