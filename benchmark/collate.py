@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import torch
 
-from benchmark.prompting import PromptFormat, build_prompt
+from benchmark.prompting import PromptFormat, RenderedPrompt, build_prompt
 from methods.batch import DistillBatch, TokenView
 from tasks.base import Example, Task
 
@@ -49,13 +49,17 @@ class ViewEncoder:
     def shots_for(self, example: Example) -> list[Example]:
         return [s for s in self._shot_candidates if s.id != example.id][: self.fmt.shots]
 
+    def render(self, example: Example) -> RenderedPrompt:
+        """The prompt within the token budget, with how many shots survived and whether the context was cut."""
+        return build_prompt(self.task, example, self.shots_for(example), self.fmt, self.tokenizer)
+
     def prompt_text(self, example: Example) -> str:
-        return build_prompt(self.task, example, self.shots_for(example), self.fmt, self.tokenizer).text
+        return self.render(example).text
 
     def encode(self, example: Example, answer: str | None = None) -> EncodedView:
         """Encode ``example`` with ``answer`` as target (default: the example's reference answer)."""
         answer = example.answer if answer is None else answer
-        rendered = build_prompt(self.task, example, self.shots_for(example), self.fmt, self.tokenizer)
+        rendered = self.render(example)
         prompt_ids = self.tokenizer(rendered.text, add_special_tokens=True)["input_ids"]
         full_answer = rendered.answer_prefix + answer
         encoded = self.tokenizer(full_answer, add_special_tokens=False, return_offsets_mapping=True)

@@ -116,7 +116,8 @@ def evaluate(
 ) -> EvalResult:
     """Generate for every example with ``encoder``'s prompt format and score with the task's metric."""
     task: Task = encoder.task
-    prompts = [encoder.prompt_text(e) for e in examples]
+    rendered = [encoder.render(e) for e in examples]
+    prompts = [r.text for r in rendered]
     started = time.perf_counter()
     predictions, generated = generate(model, encoder.tokenizer, prompts, max_new_tokens, batch_size, desc)
     elapsed = time.perf_counter() - started
@@ -130,5 +131,9 @@ def evaluate(
         "generation_wall_time_s": elapsed,
         "generated_tokens": float(generated),
         "generation_tokens_per_s": generated / elapsed if elapsed > 0 else 0.0,
+        # What the token budget left of the prompt format: shots kept on average, share of contexts cut.
+        "prompt_shots_requested": float(encoder.fmt.shots),
+        "prompt_shots_mean": sum(r.shots_used for r in rendered) / max(len(rendered), 1),
+        "prompt_context_truncated_share": sum(r.context_truncated for r in rendered) / max(len(rendered), 1),
     }
     return EvalResult(task.score(predictions, references), records, stats)

@@ -6,11 +6,12 @@ per-step log. fp32 on CPU, bf16 autocast on GPU.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol, Sequence
 
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from benchmark.collate import PairCollator
 from methods.base import Method
-from methods.batch import DistillBatch, TeacherOutputs
+from methods.batch import DistillBatch, TeacherOutputs, TokenView
 from tasks.base import Example
 
 Schedule = Literal["onecycle", "cosine", "constant"]
@@ -128,9 +129,33 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def answer_ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over labelled (answer) positions, in fp32."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum")
+def answer_row_forward(model: Any, batch: DistillBatch) -> tuple[torch.Tensor, DistillBatch]:
+    """The student's logits at the rows that predict answer tokens only, and the batch re-indexed to them.
+
+    The output head (49k-152k columns) over every prompt position costs a third of a small student's step on a CPU
+    and most of its activation memory, while cross-entropy and every KD loss read answer rows only. The model
+    computes its head on the sorted union of the batch's answer rows (``logits_to_keep``); the returned student
+    view's ``answer_rows`` index into that union, so a method reading logits through ``gather_answer_rows`` /
+    ``answer_rows`` sees exactly the values it would see in the full ``[B, L, V]`` logits.
+    """
+    view = batch.student
+    positions = torch.unique(view.answer_rows[view.answer_token_mask()])  # sorted
+    inputs = {"input_ids": view.input_ids, "attention_mask": view.attention_mask}
+    if "logits_to_keep" in inspect.signature(getattr(model, "module", model).forward).parameters:
+        logits = model(**inputs, logits_to_keep=positions).logits
+    else:  # models without the argument: full logits, then the same rows
+        logits = model(**inputs).logits[:, positions]
+    rows = torch.searchsorted(positions, view.answer_rows)
+    rows = torch.where(view.answer_token_mask(), rows, torch.zeros_like(rows))
+    return logits, replace(batch, student=replace(view, answer_rows=rows))
+
+
+def answer_ce_sum(logits: torch.Tensor, view: TokenView) -> torch.Tensor:
+    """Summed next-token cross-entropy of the answer tokens (final EOS included), in fp32, from logits that
+    ``view.answer_rows`` indexes (full logits, or those of :func:`answer_row_forward`)."""
+    targets = torch.where(view.answer_token_mask(), view.answer_ids, torch.full_like(view.answer_ids, -100))
+    rows = view.gather_answer_rows(logits)
+    return F.cross_entropy(rows.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum")
 
 
 class Checkpoint:
@@ -206,9 +231,9 @@ def train(
             batch = batch.to(accelerator.device)
             teacher_out = teacher.outputs(batch) if teacher is not None and method.teacher_needs != "text" else None
             with accelerator.autocast():
-                logits = student(input_ids=batch.student.input_ids, attention_mask=batch.student.attention_mask).logits
+                logits, batch = answer_row_forward(student, batch)
             # Scaled so that the mean over micro-batches equals the token-mean CE of the whole step.
-            ce = answer_ce_sum(logits, batch.student.labels) * len(batches) / max(step_tokens, 1)
+            ce = answer_ce_sum(logits, batch.student) * len(batches) / max(step_tokens, 1)
             terms = method.loss(batch, logits, teacher_out, ce)
             loss = terms["loss"]
             if not torch.isfinite(loss):

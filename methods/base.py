@@ -66,8 +66,10 @@ class Method:
     ) -> dict[str, Tensor]:
         """Named loss terms for one micro-batch.
 
-        ``student_logits`` is the student's full ``[B, L_s, V_s]`` output; ``ce`` the student's cross-entropy on
-        the answer tokens (already computed by the harness). The returned mapping must hold ``"loss"`` (the
+        ``student_logits`` ``[B, R, V_s]`` holds the student's logits at the rows that predict answer tokens
+        (the harness skips the output head elsewhere); read it through ``batch.student.gather_answer_rows`` or
+        ``batch.student.answer_rows``, which index into it. ``ce`` is the student's cross-entropy on the answer
+        tokens (already computed by the harness). The returned mapping must hold ``"loss"`` (the
         scalar to back-propagate); every other entry is logged as its own term (detach what is only logged).
         """
         raise NotImplementedError

@@ -38,6 +38,11 @@ class TokenView:
         index = self.answer_rows.unsqueeze(-1).expand(-1, -1, logits.size(-1))
         return logits.gather(1, index)
 
+    def answer_token_mask(self) -> Tensor:
+        """``[B, A]`` bool: every answer token cross-entropy trains on (``answer_mask`` plus a final EOS)."""
+        lengths = (self.labels != -100).sum(1, keepdim=True)
+        return torch.arange(self.answer_ids.size(1), device=lengths.device) < lengths
+
     def to(self, device: torch.device | str) -> "TokenView":
         moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.__dict__.items()}
         return TokenView(**moved)

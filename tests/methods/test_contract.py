@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from benchmark.collate import PairCollator, ViewEncoder
-from benchmark.harness import LiveTeacher, answer_ce_sum
+from benchmark.harness import LiveTeacher, answer_ce_sum, answer_row_forward
 from benchmark.models import build_tiny
 from benchmark.prompting import PromptFormat
 from methods.base import TEACHER_NEEDS
@@ -41,8 +41,8 @@ def test_two_steps_train_the_student_only(name, models, tmp_path):
     for step in range(2):
         batch = collator(pool[step * 3 : step * 3 + 3])
         outputs = live.outputs(batch) if method.teacher_needs not in ("none", "text") else None
-        logits = student(input_ids=batch.student.input_ids, attention_mask=batch.student.attention_mask).logits
-        ce = answer_ce_sum(logits, batch.student.labels) / (batch.student.labels != -100).sum()
+        logits, batch = answer_row_forward(student, batch)  # the harness's own forward
+        ce = answer_ce_sum(logits, batch.student) / (batch.student.labels != -100).sum()
         terms = method.loss(batch, logits, outputs, ce)
         assert terms["loss"].dim() == 0 and torch.isfinite(terms["loss"])
         assert all(torch.isfinite(v).all() for v in terms.values())
@@ -93,3 +93,35 @@ def test_live_teacher_rows_equal_the_full_forward(models, tmp_path):
     with torch.no_grad():
         full = teacher(input_ids=batch.teacher.input_ids, attention_mask=batch.teacher.attention_mask).logits
     assert torch.allclose(rows, batch.teacher.gather_answer_rows(full), atol=1e-5)
+
+
+@pytest.mark.parametrize("head_argument", [True, False], ids=["logits_to_keep", "full-logits-fallback"])
+def test_answer_row_forward_equals_the_full_forward(models, tmp_path, head_argument):
+    student, tokenizer = models["gpt2"]
+    task = ToyTask(tmp_path, toy_examples(4, "train"), toy_examples(1, "test"))
+    pool = task.load("train")
+    encoder = ViewEncoder(task, tokenizer, PromptFormat("plain", 1), pool, 16)
+    batch = PairCollator(encoder, None)(pool[:3])
+    model = student if head_argument else _WithoutLogitsToKeep(student)
+    with torch.no_grad():
+        full = student(input_ids=batch.student.input_ids, attention_mask=batch.student.attention_mask).logits
+        rows, reindexed = answer_row_forward(model, batch)
+    valid = batch.student.answer_token_mask()
+    assert rows.size(1) == len(torch.unique(batch.student.answer_rows[valid])) < full.size(1)
+    expected, got = batch.student.gather_answer_rows(full), reindexed.student.gather_answer_rows(rows)
+    assert torch.allclose(got[valid], expected[valid], atol=1e-5)
+    # CE by hand from the full logits: -log p(answer token) summed over every answer token, EOS included.
+    by_hand = -torch.log_softmax(expected, -1).gather(-1, batch.student.answer_ids.unsqueeze(-1)).squeeze(-1)[valid].sum()
+    assert float(answer_ce_sum(rows, reindexed.student)) == pytest.approx(float(by_hand), rel=1e-5)
+    assert float(answer_ce_sum(full, batch.student)) == pytest.approx(float(by_hand), rel=1e-5)
+
+
+class _WithoutLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward has no ``logits_to_keep`` (as some hub architectures)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
