@@ -139,14 +139,15 @@ def answer_row_forward(model: Any, batch: DistillBatch) -> tuple[torch.Tensor, D
     ``answer_rows`` sees exactly the values it would see in the full ``[B, L, V]`` logits.
     """
     view = batch.student
-    positions = torch.unique(view.answer_rows[view.answer_token_mask()])  # sorted
+    answer_tokens = view.answer_token_mask()
+    positions = torch.unique(view.answer_rows[answer_tokens])  # sorted
     inputs = {"input_ids": view.input_ids, "attention_mask": view.attention_mask}
     if "logits_to_keep" in inspect.signature(getattr(model, "module", model).forward).parameters:
         logits = model(**inputs, logits_to_keep=positions).logits
     else:  # models without the argument: full logits, then the same rows
         logits = model(**inputs).logits[:, positions]
     rows = torch.searchsorted(positions, view.answer_rows)
-    rows = torch.where(view.answer_token_mask(), rows, torch.zeros_like(rows))
+    rows = torch.where(answer_tokens, rows, torch.zeros_like(rows))
     return logits, replace(batch, student=replace(view, answer_rows=rows))
 
 

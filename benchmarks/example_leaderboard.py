@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
         f"{platform.python_version()}",
         "",
-        "The smoke budget trains on 128 examples and evaluates on 32 per task, so every score carries roughly ±10 "
-        "points of sampling noise: read it as proof that the whole pipeline runs, not as a ranking of methods. "
+        "The smoke budget trains on 24 examples (6 optimizer steps) and evaluates on 24 per task, so every score "
+        "carries roughly ±10-15 points of sampling noise: read it as proof that the whole pipeline runs, not as a "
+        "ranking of methods. "
         "Regenerate with `python -m benchmarks.example_leaderboard` whenever the default's numbers change.",
         "",
         "![leaderboard](example-leaderboard.png)",

@@ -47,7 +47,9 @@ limits=()
 
 started=$(date +%s)
 status=0
-timeout --signal=INT "${GPU_CHECK_SECONDS:-390}" \
+# SIGTERM (not SIGINT, which background jobs ignore); a killed cell leaves a stale lock and a checkpoint, both
+# of which the next run handles (resume).
+timeout --kill-after=20 "${GPU_CHECK_SECONDS:-390}" \
   python3 run_bench.py --budget small --pairs "$pair" --tasks qed --methods $methods "${limits[@]}" \
     --output "$out/runs" --no-leaderboard 2>&1 | tee "$out/gpu_check.log" || status=$?
 echo "gpu_check: grid exit status $status after $(( $(date +%s) - started )) s (124: the time limit cut it short)" \
