@@ -201,47 +201,57 @@ _PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 class PeakMemory:
-    """A peak-memory window opened at construction, so that a cell reports its own peak, not the whole grid's.
+    """A peak-memory window opened at construction: a cell (or a benchmarked call) reports its own peak, not the
+    process's, and :attr:`base_mb` is the level the window opened at.
 
     GPU: the allocator's peak statistics, reset. CPU on Linux: writing ``5`` to ``/proc/self/clear_refs`` resets
-    the resident high-water mark (``VmHWM``). Where neither reset is possible the peak is the process's
-    (``ru_maxrss``) and :meth:`read` says so under ``peak_memory_scope``.
+    the resident high-water mark (``VmHWM``) to the current resident size. Where neither reset is possible the peak
+    is the process's (``ru_maxrss``) and :meth:`read` says so under ``peak_memory_scope``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, device: str | Any | None = None) -> None:
         import torch
 
-        self.on_gpu = torch.cuda.is_available()
+        self.on_gpu = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
         if self.on_gpu:
+            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            self.scope = "cell"
+            self.scope, self.base_mb = "window", torch.cuda.memory_allocated() / 2**20
             return
         try:
             _PROC_CLEAR_REFS.write_text("5")
-            self.scope = "cell"
+            self.scope = "window"
         except OSError:
             self.scope = "process"
+        self.base_mb = _proc_status_mb("VmRSS") or 0.0
 
-    def read(self) -> dict[str, Any]:
-        """``peak_memory_mb`` (MiB), what it measures (``peak_memory_kind``) and over what (``peak_memory_scope``)."""
+    def peak_mb(self) -> float:
+        """Peak memory in MiB since the window opened (GPU allocated, or CPU resident)."""
         import torch
 
         if self.on_gpu:
-            return self._info(torch.cuda.max_memory_allocated() / 2**20, "gpu_allocated", self.scope)
-        match = re.search(r"^VmHWM:\s+(\d+) kB", _read_text(_PROC_STATUS), re.MULTILINE)
-        if self.scope == "cell" and match:
-            return self._info(int(match.group(1)) / 1024, "cpu_resident", "cell")
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() / 2**20
+        high_water = _proc_status_mb("VmHWM") if self.scope == "window" else None
+        if high_water is not None:
+            return high_water
         import resource
 
-        return self._info(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_resident", "process")
+        self.scope = "process"
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    @staticmethod
-    def _info(mb: float, kind: str, scope: str) -> dict[str, Any]:
-        return {"peak_memory_mb": mb, "peak_memory_kind": kind, "peak_memory_scope": scope}
+    def read(self) -> dict[str, Any]:
+        """``peak_memory_mb``, what it measures (``peak_memory_kind``) and over what (``peak_memory_scope``)."""
+        peak = self.peak_mb()
+        kind = "gpu_allocated" if self.on_gpu else "cpu_resident"
+        return {"peak_memory_mb": peak, "peak_memory_kind": kind, "peak_memory_scope": self.scope}
 
 
-def _read_text(path: Path) -> str:
+def _proc_status_mb(field: str) -> float | None:
+    """A ``kB`` field of ``/proc/self/status`` in MiB, or None where there is no such file or field."""
     try:
-        return path.read_text()
+        status = _PROC_STATUS.read_text()
     except OSError:
-        return ""
+        return None
+    match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) / 1024 if match else None

@@ -1,11 +1,11 @@
 """Regenerate ``docs/example-leaderboard.md`` and ``docs/example-leaderboard.png`` from a fresh default run.
 
-Runs ``python run_bench.py`` (the no-argument default, plus any arguments given after ``--``) into an output
-directory that must not exist yet, so that the wall time written at the top is that of a full run, then copies the
-leaderboard it rendered into ``docs/`` under a header with the exact command, the date, the commit and the wall time.
+Runs ``python run_bench.py`` (the no-argument default) into an output directory that must not exist yet, so that
+the wall time written at the top is that of a full run, then copies the leaderboard it rendered into ``docs/``
+under a header with the exact command, the date, the commit and the wall time.
 The model cache (``.cache/``) may be warm; a first-ever run also assembles and dequantizes the GGUF files.
 
-Usage: python -m benchmarks.example_leaderboard [--output runs] [-- RUN_BENCH_ARGS...]
+Usage: python -m benchmarks.example_leaderboard [--output runs]
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmark.budgets import BUDGETS, default_budget_name
 from benchmark.results import git_state
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,14 +27,12 @@ DOCS = REPO / "docs"
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("runs"), help="result store of the run (must not exist)")
-    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    args = parser.parse_args(argv)
     if args.output.exists():
         parser.error(f"--output {str(args.output)!r} exists; move it away so the run (and its wall time) is a full one")
-    command = ["python", "run_bench.py", *extra]
+    command = ["python", "run_bench.py"]
     if args.output != Path("runs"):
         command += ["--output", str(args.output)]
     git = git_state()
@@ -48,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     DOCS.mkdir(exist_ok=True)
     shutil.copyfile(REPO / args.output / "leaderboard.png", DOCS / "example-leaderboard.png")
     commit = git.get("git_commit") or "unknown"
+    budget_name = default_budget_name()  # what the no-argument command ran with
+    budget = BUDGETS[budget_name]
     header = [
         "# Example leaderboard: the default run on a 2-core CPU",
         "",
@@ -58,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
         f"{platform.python_version()}",
         "",
-        "The smoke budget trains on 24 examples (6 optimizer steps) and evaluates on 24 per task, so every score "
-        "carries roughly ±10-15 points of sampling noise: read it as proof that the whole pipeline runs, not as a "
-        "ranking of methods. "
+        f"The `{budget_name}` budget trains on {budget.limit_train} examples and evaluates on {budget.limit_eval} per "
+        "task, so every score carries roughly ±10-15 points of sampling noise: read it as proof that the whole "
+        "pipeline runs, not as a ranking of methods. "
         "Regenerate with `python -m benchmarks.example_leaderboard` whenever the default's numbers change.",
         "",
         "![leaderboard](example-leaderboard.png)",

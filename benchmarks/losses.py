@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from benchmark.results import PeakMemory
 from methods.batch import DistillBatch, TeacherOutputs, TokenView
 from methods.mlot import MLOT, MLOTConfig, MLOTOfficial, MLOTOfficialConfig
 from methods.uld import ULD, ULDConfig
@@ -252,46 +252,14 @@ def set_mmap_threshold(nbytes: int) -> None:
     ctypes.CDLL("libc.so.6").mallopt(-3, nbytes)
 
 
-class PeakMemory:
-    """Peak memory above the level at ``start()``: CUDA allocator stats, or Linux peak RSS on CPU."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.base = 0
-
-    def start(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")  # resets VmHWM to the current RSS
-            self.base = self._status("VmRSS")
-
-    def peak_mb(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            return (torch.cuda.max_memory_allocated() - self.base) / 2**20
-        return (self._status("VmHWM") - self.base) / 2**20
-
-    @staticmethod
-    def _status(field: str) -> int:
-        with open("/proc/self/status") as handle:
-            match = re.search(rf"{field}:\s+(\d+) kB", handle.read())
-            assert match is not None
-            return int(match.group(1)) * 1024
-
-
 def peak_memory_mb(run: Callable[[Tensor], Terms], student_logits: Tensor) -> float:
     """Peak memory of one forward+backward of ``run`` (after a warm-up call) above the level before it."""
-    memory = PeakMemory(student_logits.device)
     for _ in range(2):
         leaf = student_logits.detach().requires_grad_()
-        memory.start()
+        memory = PeakMemory(student_logits.device)
         run(leaf)["loss"].backward()
         del leaf
-    return memory.peak_mb()
+    return memory.peak_mb() - memory.base_mb
 
 
 def student_model_seconds(shapes: Shapes, inputs: Inputs, repeats: int) -> float:

@@ -93,6 +93,6 @@ def test_peak_memory_window_is_the_cells_not_the_processes():
     first = PeakMemory().read()  # opened after the 64 MiB exist: they count
     del big
     second = PeakMemory().read()  # opened after they are freed: the window must not remember them
-    assert first["peak_memory_scope"] == second["peak_memory_scope"] == "cell"
+    assert first["peak_memory_scope"] == second["peak_memory_scope"] == "window"
     assert first["peak_memory_kind"] == "cpu_resident"
     assert first["peak_memory_mb"] - second["peak_memory_mb"] > 48
