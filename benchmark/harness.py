@@ -245,11 +245,12 @@ def train(
                 logged[name] = logged.get(name, 0.0) + float(value.detach()) / len(batches)
             tokens_seen += int(batch.student.attention_mask.sum())
         grad_norm = accelerator.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler then moves to the next)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - started
-        record = {"step": step + 1, **logged, "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0],
+        record = {"step": step + 1, **logged, "grad_norm": float(grad_norm), "lr": lr,
                   "answer_tokens": step_tokens, "elapsed_s": elapsed}
         with open(log_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")

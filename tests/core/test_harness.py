@@ -69,3 +69,22 @@ def test_missing_teacher_source_is_an_error(tmp_path):
     task, model, collator = _setup(tmp_path)
     with pytest.raises(ValueError, match="needs teacher full_logits"):
         train(model, TokenKL(), task.load("train"), collator, TrainConfig(), 0, tmp_path / "c")
+
+
+def test_logged_lr_is_the_rate_each_step_used(tmp_path):
+    """The published OneCycle (pct_start 0.1, div_factor 2, final_div_factor 5), replayed independently: each
+    logged rate is the one its step ran at, ending at the minimum lr / 2 / 5 (not the rate of the step after)."""
+    task, model, collator = _setup(tmp_path)
+    cfg = TrainConfig(epochs=2, batch_size=2, learning_rate=1e-3, schedule="onecycle")
+    train(model, SFT(), task.load("train"), collator, cfg, seed=1, cell_dir=tmp_path / "cell")
+    rates = [json.loads(line)["lr"] for line in (tmp_path / "cell" / "train_log.jsonl").read_text().splitlines()]
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    replay = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=8, pct_start=0.1,
+                                                 div_factor=2.0, final_div_factor=5.0)
+    expected = []
+    for _ in range(8):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        replay.step()
+    assert rates == pytest.approx(expected, rel=1e-9)
+    assert rates[-1] == pytest.approx(1e-4)
