@@ -1,76 +1,103 @@
 """Regenerate ``docs/example-leaderboard.md`` and ``docs/example-leaderboard.png`` from a fresh default run.
 
 Runs ``python run_bench.py`` (the no-argument default) into an output directory that must not exist yet, so that
-the wall time written at the top is that of a full run, then copies the leaderboard it rendered into ``docs/``
-under a header with the exact command, the date, the commit and the wall time.
-The model cache (``.cache/``) may be warm; a first-ever run also assembles and dequantizes the GGUF files.
+the wall time written at the top is that of a full run, records the run's facts (command, date, commit, wall time,
+whether the model cache was cold) in ``<output>/example_run.json``, and writes the leaderboard it rendered into
+``docs/`` under a header with those facts. ``--render-only`` redoes the docs from an existing output directory and
+its recorded facts (after a change to the leaderboard rendering, say), training and evaluating nothing.
 
-Usage: python -m benchmarks.example_leaderboard [--output runs]
+Usage: python -m benchmarks.example_leaderboard [--output runs] [--render-only]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmark.budgets import BUDGETS, default_budget_name
-from benchmark.results import git_state
+from benchmark.models import default_cache_dir
+from benchmark.results import git_state, write_json
+from leaderboards import render_leaderboards
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
+FACTS = "example_run.json"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=Path("runs"), help="result store of the run (must not exist)")
-    args = parser.parse_args(argv)
-    if args.output.exists():
-        parser.error(f"--output {str(args.output)!r} exists; move it away so the run (and its wall time) is a full one")
-    command = ["python", "run_bench.py"]
-    if args.output != Path("runs"):
-        command += ["--output", str(args.output)]
+def run_default(output: Path) -> dict[str, Any]:
+    """Run the default into ``output`` and return the facts the docs' header states."""
+    command = ["python", "run_bench.py"] + ([] if output == Path("runs") else ["--output", str(output)])
+    cold = not (default_cache_dir() / "models").exists()
     git = git_state()
     started_at = time.strftime("%Y-%m-%d %H:%M %Z")
     started = time.perf_counter()
     status = subprocess.call([sys.executable, *command[1:]], cwd=REPO)
-    wall = time.perf_counter() - started
-    leaderboard = REPO / args.output / "leaderboard.md"
-    if not leaderboard.exists():
-        print(f"example_leaderboard: the run wrote no {leaderboard} (exit status {status})", file=sys.stderr)
-        return 1
-    DOCS.mkdir(exist_ok=True)
-    shutil.copyfile(REPO / args.output / "leaderboard.png", DOCS / "example-leaderboard.png")
-    commit = git.get("git_commit") or "unknown"
-    budget_name = default_budget_name()  # what the no-argument command ran with
-    budget = BUDGETS[budget_name]
+    return {
+        "command": shlex.join(command), "exit_status": status, "started_at": started_at,
+        "git_commit": git.get("git_commit"), "git_dirty": git.get("git_dirty"),
+        "wall_time_s": time.perf_counter() - started, "model_cache": "cold" if cold else "warm",
+        "budget": default_budget_name(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}",
+    }
+
+
+def write_docs(output: Path, facts: dict[str, Any]) -> None:
+    written = render_leaderboards(output)
+    budget = BUDGETS[facts["budget"]]
+    wall = facts["wall_time_s"]
     header = [
         "# Example leaderboard: the default run on a 2-core CPU",
         "",
-        f"- Command: `{shlex.join(command)}` (exit status {status})",
-        f"- Date: {started_at}",
-        f"- Commit: `{commit}`{' (with uncommitted changes)' if git.get('git_dirty') else ''}",
-        f"- Wall time: {wall / 60:.1f} min ({wall:.0f} s), model cache warm or cold as the run found it",
-        f"- Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}",
+        f"- Command: `{facts['command']}` (exit status {facts['exit_status']})",
+        f"- Date: {facts['started_at']}",
+        f"- Commit: `{facts['git_commit'] or 'unknown'}`{' (with uncommitted changes)' if facts['git_dirty'] else ''}",
+        f"- Wall time: {wall / 60:.1f} min ({wall:.0f} s), {facts['model_cache']} model cache",
+        f"- Machine: {facts['machine']}",
+        f"- Tables rendered from the run's result store by commit `{git_state().get('git_commit') or 'unknown'}`",
         "",
-        f"The `{budget_name}` budget trains on {budget.limit_train} examples and evaluates on {budget.limit_eval} per "
-        "task, so every score carries roughly ±10-15 points of sampling noise: read it as proof that the whole "
-        "pipeline runs, not as a ranking of methods. "
-        "Regenerate with `python -m benchmarks.example_leaderboard` whenever the default's numbers change.",
+        f"The `{facts['budget']}` budget trains on {budget.limit_train} examples and evaluates on {budget.limit_eval} "
+        "per task, so every score carries roughly ±10-15 points of sampling noise: read it as proof that the whole "
+        "pipeline runs, not as a ranking of methods. Regenerate with `python -m benchmarks.example_leaderboard` "
+        "whenever the default's numbers change.",
         "",
         "![leaderboard](example-leaderboard.png)",
         "",
     ]
-    body = leaderboard.read_text(encoding="utf-8").split("\n", 1)[1]  # drop the leaderboard's own title
+    body = written["leaderboard.md"].read_text(encoding="utf-8").split("\n", 1)[1]  # drop its own title
+    DOCS.mkdir(exist_ok=True)
     (DOCS / "example-leaderboard.md").write_text("\n".join(header) + body, encoding="utf-8")
-    print(f"wrote {DOCS / 'example-leaderboard.md'} and {DOCS / 'example-leaderboard.png'} ({wall:.0f} s)")
-    return status
+    (DOCS / "example-leaderboard.png").write_bytes(written["leaderboard.png"].read_bytes())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=Path("runs"), help="result store of the run")
+    parser.add_argument("--render-only", action="store_true", help=f"redo the docs from --output and its {FACTS}")
+    args = parser.parse_args(argv)
+    facts_file = REPO / args.output / FACTS
+    if args.render_only:
+        if not facts_file.exists():
+            parser.error(f"--render-only: {facts_file} does not exist; run without --render-only first")
+        facts = json.loads(facts_file.read_text(encoding="utf-8"))
+    else:
+        if (REPO / args.output).exists():
+            parser.error(f"--output {str(args.output)!r} exists; move it away so the run (and its wall time) is a full one")
+        facts = run_default(args.output)
+        if not (REPO / args.output / "leaderboard.md").exists():
+            print(f"example_leaderboard: the run rendered no leaderboard (exit status {facts['exit_status']})",
+                  file=sys.stderr)
+            return 1
+        write_json(facts_file, facts)
+    write_docs(REPO / args.output, facts)
+    print(f"wrote {DOCS / 'example-leaderboard.md'} and {DOCS / 'example-leaderboard.png'}")
+    return int(facts["exit_status"])
 
 
 if __name__ == "__main__":

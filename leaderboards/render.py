@@ -10,7 +10,8 @@ Markdown choices:
   competitor, so it is never bold, even when it scores below a student. Higher is better for every metric
   the suite reports (F1, EM, ROUGE).
 - "vs SFT" table, one per task that has an ``sft`` row: a cell reads ``gain (gap closed)`` with
-  gain = method - sft in points and gap closed = (method - sft) / (teacher - sft); one column per pair keeps it
+  gain = method - sft in points and gap closed = (method - sft) / (teacher - sft), defined only when the teacher
+  scores above sft; one column per pair keeps it
   as wide as the score table. Undefined values (no sft or teacher cell, teacher == sft) show as ``–``.
 - "cost" table, one per task: seconds per training step, cell wall time and peak memory, so that a score is
   always read beside what it cost.
@@ -169,7 +170,7 @@ def _vs_sft_section(
         f"### {_md(task)} — vs SFT",
         "",
         "Gain over sft in points, and in brackets the share of the teacher–sft gap closed, "
-        "(method − sft) / (teacher − sft).",
+        "(method − sft) / (teacher − sft); – where the teacher does not score above sft (no gap to close).",
         "",
     ]
     return lines + _md_table(["method", *pairs], body)
@@ -181,7 +182,8 @@ def _vs_sft_cell(scores: dict[tuple[str, str], SeedStats], pair: str, method: st
         return MISSING
     gain = own.mean - sft.mean
     gap = None if teacher is None else teacher.mean - sft.mean
-    share = f"{gain / gap:.1%}" if gap else MISSING  # no teacher, or teacher == sft
+    # Only a teacher above sft leaves a gap to close; a ratio over a zero or negative gap means nothing.
+    share = f"{gain / gap:.1%}" if gap is not None and gap > 0 else MISSING
     return f"{gain:+.2f} ({share})"
 
 

@@ -55,7 +55,7 @@ Headline metric: `f1`; seeds per cell: 1–3.
 
 ### qed — vs SFT
 
-Gain over sft in points, and in brackets the share of the teacher–sft gap closed, (method − sft) / (teacher − sft).
+Gain over sft in points, and in brackets the share of the teacher–sft gap closed, (method − sft) / (teacher − sft); – where the teacher does not score above sft (no gap to close).
 
 | method | gemma-smollm | qwen-smollm |
 | --- | ---: | ---: |
@@ -89,7 +89,7 @@ Headline metric: `rougeL`; seeds per cell: 1.
 
 ### dialogsum — vs SFT
 
-Gain over sft in points, and in brackets the share of the teacher–sft gap closed, (method − sft) / (teacher − sft).
+Gain over sft in points, and in brackets the share of the teacher–sft gap closed, (method − sft) / (teacher − sft); – where the teacher does not score above sft (no gap to close).
 
 | method | gemma-smollm |
 | --- | ---: |
@@ -150,6 +150,14 @@ def test_teacher_is_never_bold_and_ties_are_all_bold(store) -> None:
     assert "| teacher | 80.00 |" in markdown
     assert "| mlot | **50.00** |" in markdown and "| uld | **50.00** |" in markdown
     assert "vs SFT" not in markdown  # no sft row, no derived table
+
+
+def test_gap_share_needs_a_teacher_above_sft(store) -> None:
+    store.cell("qed", "p", "teacher", 1, {"f1": 50.0})
+    store.cell("qed", "p", "sft", 1, {"f1": 60.0})
+    store.cell("qed", "p", "mlot", 1, {"f1": 65.0})
+    markdown = texts(store.root)["md"]
+    assert "| mlot | +5.00 (–) |" in markdown  # a share of a negative gap (-50%) would read as nonsense
 
 
 def test_leaderboard_csv_is_long_and_exact(store) -> None:
