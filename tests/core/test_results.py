@@ -84,15 +84,19 @@ def test_git_state_names_a_real_commit():
 
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux /proc/self/clear_refs")
 def test_peak_memory_window_is_the_cells_not_the_processes():
+    import mmap
+
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("measures the CPU window")
-    big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-    big.add_(1)
-    first = PeakMemory().read()  # opened after the 64 MiB exist: they count
-    del big
-    second = PeakMemory().read()  # opened after they are freed: the window must not remember them
+    # An anonymous mapping, not a tensor: unmapping returns it to the OS at once, whatever the allocator keeps.
+    block = mmap.mmap(-1, 64 * 2**20)
+    for page in range(0, len(block), mmap.PAGESIZE):
+        block[page] = 1  # touch every page, so all 64 MiB are resident
+    first = PeakMemory().read()  # opened while the 64 MiB are resident: they count
+    block.close()
+    second = PeakMemory().read()  # opened after they are unmapped: the window must not remember them
     assert first["peak_memory_scope"] == second["peak_memory_scope"] == "window"
     assert first["peak_memory_kind"] == "cpu_resident"
     assert first["peak_memory_mb"] - second["peak_memory_mb"] > 48
