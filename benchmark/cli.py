@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmark.budgets import BUDGETS, TEACHER_PREPS, default_budget_name
+from benchmark.executors import EXECUTORS
 from benchmark.registry import Registry, RegistryError
 
 DEFAULT_PAIR = "default"
@@ -120,8 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, default=None, help="dataset folder (default: $CTKD_DATA_DIR or ../shared/data)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="model/teacher cache (default: $CTKD_CACHE_DIR or .cache/)")
     parser.add_argument("--include", action="append", default=[], metavar="FILE.py", help="register methods from a file")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local: cells one after another here; gpus: one worker process per visible GPU")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="workers for --executor gpus (default: one per visible GPU; on CPU, N workers share the cores)")
     parser.add_argument("--dry-run", action="store_true", help="print the grid and each cell's state, run nothing")
-    parser.add_argument("--force", action="store_true", help="re-run cells even when finished")
+    parser.add_argument("--force", action="store_true", help="re-run cells finished before this run started")
     parser.add_argument("--exit-on-error", action="store_true", help="stop at the first failing cell")
     parser.add_argument("--save-students", action="store_true", help="save each trained student with save_pretrained")
     parser.add_argument("--no-leaderboard", action="store_true", help="do not render the leaderboard after the run")
@@ -154,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_ls(ls_parser().parse_args(argv))
         if command == "leaderboard":
             return cmd_leaderboard(leaderboard_parser().parse_args(argv))
-        return cmd_run(build_parser().parse_args(argv))
+        return cmd_run(build_parser().parse_args(argv), argv)
     except UsageError as error:
         print(f"run_bench.py: error: {error}", file=sys.stderr)
         return 2
@@ -249,15 +254,20 @@ def resolve_settings(args: argparse.Namespace) -> Any:
     )
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner import GridRunner, summarize
+def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from benchmark.runner import FAILED_STATUSES, GridRunner, summarize
     from tasks.base import DataError
 
+    if args.workers not in (None, 1) and args.executor != "gpus":
+        raise UsageError(f"--workers {args.workers}: more than one worker needs --executor gpus")
     settings = resolve_settings(args)
     started = time.perf_counter()
     runner = GridRunner(settings)
     try:
-        outcomes = runner.run(dry_run=args.dry_run)
+        if args.executor == "gpus" and not args.dry_run:
+            outcomes = run_with_workers(runner, args.workers, argv)
+        else:
+            outcomes = runner.run(dry_run=args.dry_run)
     except DataError as error:
         raise UsageError(str(error)) from None
     if args.dry_run:
@@ -273,4 +283,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         for kind, path in written.items():
             print(f"{kind}: {path}")
     print(f"results: {settings.output}/<task>/<pair>/<method>/seed<k>/  wall time {time.perf_counter() - started:.0f} s")
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
+    return 1 if any(o.status in FAILED_STATUSES for o in outcomes) else 0
+
+
+def run_with_workers(runner: Any, workers: int | None, argv: Sequence[str]) -> list[Any]:
+    """``--executor gpus``: the grid spread over worker processes; the outcomes as the result store records them."""
+    import torch
+
+    from benchmark.executors import run_workers, worker_environments
+
+    try:
+        environments = worker_environments(workers, torch.cuda.device_count(), os.cpu_count() or 1)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(f"executor gpus: {len(environments)} workers")
+    for index, code in enumerate(run_workers(argv, environments)):
+        if code not in (0, 1):  # 1 is "a cell failed", which the store reports per cell
+            print(f"worker {index} exited with code {code}")
+    return runner.stored_outcomes()

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from benchmark.build_lock import build_lock
+
 if TYPE_CHECKING:  # transformers' model classes take seconds to import; listing pairs must not pay for that
     from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -250,23 +252,23 @@ def load_offline(key: str, cache_dir: Path | str | None = None,
 
     model_info = _offline_model(key)
     saved = offline_model_dir(key, cache_dir)
-    if saved.is_dir() and _cached_sha256(saved) != model_info.sha256:
-        shutil.rmtree(saved)  # built from other GGUF bytes than the pinned ones
-    if saved.is_dir():
-        model = AutoModelForCausalLM.from_pretrained(saved, dtype=dtype)
-        tokenizer = _offline_tokenizer(key, cache_dir)
-    else:
-        gguf = assemble_gguf(key, cache_dir)
-        tokenizer = _offline_tokenizer(key, cache_dir)
-        # Dequantize in fp32 once; the cache stays fp32 and the requested dtype is applied per load.
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # transformers marks GGUF-loaded models as quantized although the weights are plain tensors, which blocks
-        # save_pretrained and Trainer; clearing the flag leaves the logits unchanged.
-        model.hf_quantizer.remove_quantization_config(model)
-        _sync_generation_config(model, tokenizer)
-        _save_atomically(model, tokenizer, saved, {"gguf": model_info.filename, "sha256": model_info.sha256,
-                                                    "transformers": transformers.__version__})
-        model = model.to(dtype)
+    with build_lock(saved):  # grid workers starting together dequantize a model once, not once each
+        if saved.is_dir() and _cached_sha256(saved) != model_info.sha256:
+            shutil.rmtree(saved)  # built from other GGUF bytes than the pinned ones
+        if not saved.is_dir():
+            gguf = assemble_gguf(key, cache_dir)
+            tokenizer = _offline_tokenizer(key, cache_dir)
+            # Dequantize in fp32 once; the cache stays fp32 and the requested dtype is applied per load.
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            # transformers marks GGUF-loaded models as quantized although the weights are plain tensors, which
+            # blocks save_pretrained and Trainer; clearing the flag leaves the logits unchanged.
+            model.hf_quantizer.remove_quantization_config(model)
+            _sync_generation_config(model, tokenizer)
+            _save_atomically(model, tokenizer, saved, {"gguf": model_info.filename, "sha256": model_info.sha256,
+                                                        "transformers": transformers.__version__})
+            del model
+    model = AutoModelForCausalLM.from_pretrained(saved, dtype=dtype)  # first load too: cold and warm runs agree
+    tokenizer = _offline_tokenizer(key, cache_dir)
     _sync_generation_config(model, tokenizer)
     _add_stop_tokens(model, tokenizer, model_info.extra_eos)
     return model, tokenizer

@@ -112,6 +112,16 @@ def record_failure(cell_dir: Path, error: BaseException) -> str:
     return reason
 
 
+def failure_reason(cell_dir: Path) -> str:
+    """The one-line reason in a cell's ``FAILED.json``; a failed cell is reported even when that file is broken."""
+    try:
+        error = read_json(cell_dir / "FAILED.json").get("error")
+    except (OSError, ValueError, AttributeError):
+        return "(unreadable FAILED.json)"
+    lines = str(error).strip().splitlines() if error else []
+    return lines[0] if lines else "(no reason recorded)"
+
+
 class CellLock:
     """An exclusive per-cell lock file; a lock left by a dead process on this host is taken over."""
 
@@ -193,6 +203,7 @@ def environment_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
         "torch_threads": torch.get_num_threads(),
+        "worker": os.environ.get("CTKD_WORKER"),  # which grid worker ran the cell (``--executor gpus``), else None
     }
 
 

@@ -7,6 +7,7 @@ one method and evaluates it. A cell holding ``DONE`` with the same config hash i
 """
 from __future__ import annotations
 
+import os
 import random
 import time
 import traceback
@@ -19,12 +20,13 @@ import torch
 from benchmark.budgets import Budget
 from benchmark.collate import PairCollator, ViewEncoder
 from benchmark.evaluation import EvalResult, evaluate
+from benchmark.executors import RUN_STARTED_ENV
 from benchmark.harness import Checkpoint, LiveTeacher, TrainConfig, train
 from benchmark.models import ModelSpec, load_model, load_tokenizer
 from benchmark.pairs import PAIRS, Pair, pair_status
 from benchmark.prompting import PromptFormat
 from benchmark.results import (
-    CellKey, CellLock, config_hash, environment_info, finish_cell, is_done, PeakMemory, read_json,
+    CellKey, CellLock, config_hash, environment_info, failure_reason, finish_cell, is_done, PeakMemory, read_json,
     record_failure, start_cell, write_atomic, write_json,
 )
 from benchmark.teacher_cache import cache_digest, ensure_topk_cache, teacher_answers, tokenizer_hash
@@ -35,6 +37,7 @@ from tasks.base import Example, Task
 from tasks.registry import TASKS, data_fingerprint
 
 REFERENCE_METHODS = ("teacher", "untrained")
+FAILED_STATUSES = ("failed", "missing")  # outcomes that make the run exit with status 1
 SUBSET_SEED = 1234  # fixed: every method and seed sees the same train/eval subsets
 
 
@@ -59,7 +62,7 @@ class RunSettings:
 @dataclass
 class CellOutcome:
     key: CellKey
-    status: str  # "done", "cached", "failed", "locked"
+    status: str  # "done", "cached", "failed", "locked"; "missing" when no worker finished the cell
     reason: str = ""
     wall_time_s: float = 0.0
 
@@ -76,6 +79,7 @@ def subset(examples: list[Example], limit: int | None) -> list[Example]:
 class GridRunner:
     def __init__(self, settings: RunSettings, log: Callable[[str], None] = print) -> None:
         self.s, self.log = settings, log
+        self.started = float(os.environ.get(RUN_STARTED_ENV) or time.time())
         self._tasks: dict[str, Task] = {}
         self._teacher: tuple[str, Any, Any] | None = None  # (pair name, model, tokenizer), reused across cells
 
@@ -121,6 +125,20 @@ class GridRunner:
             elif outcome.status != "done":
                 self.log(f"  {outcome.status}")
             outcomes.append(outcome)
+        return outcomes
+
+    def stored_outcomes(self) -> list[CellOutcome]:
+        """Every cell's outcome as the result store holds it, e.g. after worker processes ran the grid."""
+        pairs, _ = self.reachable_pairs()
+        outcomes = []
+        for key in self.cells(pairs):
+            cell_dir = key.path(self.s.output)
+            if is_done(cell_dir, config_hash(self.cell_config(key))):
+                outcomes.append(CellOutcome(key, "done"))
+            elif (cell_dir / "FAILED.json").exists():
+                outcomes.append(CellOutcome(key, "failed", failure_reason(cell_dir)))
+            else:
+                outcomes.append(CellOutcome(key, "missing", "no worker finished this cell"))
         return outcomes
 
     def _record_skipped(self, skipped: dict[str, str]) -> None:
@@ -183,11 +201,14 @@ class GridRunner:
         cell_dir = key.path(self.s.output)
         config = self.cell_config(key)
         digest = config_hash(config)
-        if not self.s.force and is_done(cell_dir, digest):
+        if self._reusable(cell_dir, digest):
             return CellOutcome(key, "cached")
         lock = CellLock(cell_dir)
         if not lock.acquire():
             return CellOutcome(key, "locked", "another process is running this cell")
+        if self._reusable(cell_dir, digest):  # another process finished it between the check and the lock
+            lock.release()
+            return CellOutcome(key, "cached")
         started, memory = time.perf_counter(), PeakMemory()
         try:
             self._discard_foreign_checkpoint(cell_dir, digest)
@@ -213,6 +234,13 @@ class GridRunner:
             return CellOutcome(key, "failed", reason, time.perf_counter() - started)
         finally:
             lock.release()
+
+    def _reusable(self, cell_dir: Path, digest: str) -> bool:
+        """Finished with this config, and not to be forced: ``--force`` re-runs cells finished before this run
+        began, not those a concurrent worker finished since."""
+        if not is_done(cell_dir, digest):
+            return False
+        return not self.s.force or (cell_dir / "DONE").stat().st_mtime >= self.started
 
     def _discard_foreign_checkpoint(self, cell_dir: Path, digest: str) -> None:
         """A checkpoint left by a run with another config must not be resumed."""
@@ -344,5 +372,5 @@ def summarize(outcomes: list[CellOutcome]) -> str:
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     lines = [", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no cells"]
-    lines += [f"  failed {o.key}: {o.reason}" for o in outcomes if o.status == "failed"]
+    lines += [f"  {o.status} {o.key}: {o.reason}" for o in outcomes if o.status in FAILED_STATUSES]
     return "\n".join(lines)

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from benchmark.build_lock import build_lock
 from benchmark.collate import PairCollator, ViewEncoder
 from benchmark.evaluation import generate
 from benchmark.harness import LiveTeacher
@@ -161,7 +162,9 @@ def ensure_topk_cache(
     """The cache for ``key``, built first (loading the teacher) when missing, partial or stale."""
     cache = TopkCache(root, {**key, "examples": examples_digest(examples, answers)})
     if not cache.is_complete():
-        cache.build(load_teacher(), collator, examples, answers, batch_size)
+        with build_lock(cache.dir):
+            if not cache.is_complete():  # another worker may have built it while this one waited
+                cache.build(load_teacher(), collator, examples, answers, batch_size)
     return cache
 
 
@@ -177,25 +180,26 @@ def teacher_answers(
     """The teacher's greedy answers for ``examples`` (SeqKD targets), generated once and appended chunk by chunk."""
     path = Path(root) / "text" / f"{cache_digest(key)}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    done: dict[str, str] = {}
-    if path.exists():
-        text = path.read_text(encoding="utf-8")
-        if text and not text.endswith("\n"):
-            # A torn last line from a crash: cut it off so appends start on a clean line.
-            text = text[: text.rfind("\n") + 1]
-            path.write_text(text, encoding="utf-8")
-        for line in text.splitlines():
-            row = json.loads(line)
-            done[row["id"]] = row["answer"]
-    todo = [e for e in examples if e.id not in done]
-    if todo:
-        model, encoder = load_teacher()
-        with open(path, "a", encoding="utf-8") as handle:
-            for start in tqdm(range(0, len(todo), chunk), desc="teacher answers", unit="chunk", leave=False):
-                part = todo[start : start + chunk]
-                texts, _ = generate(model, encoder.tokenizer, [encoder.prompt_text(e) for e in part], max_new_tokens, batch_size)
-                for example, text in zip(part, texts):
-                    done[example.id] = text
-                    handle.write(json.dumps({"id": example.id, "answer": text}, ensure_ascii=False) + "\n")
-                handle.flush()
-    return [done[e.id] for e in examples]
+    with build_lock(path):  # one worker generates; the others wait, then read its answers
+        done: dict[str, str] = {}
+        if path.exists():
+            text = path.read_text(encoding="utf-8")
+            if text and not text.endswith("\n"):
+                # A torn last line from a crash: cut it off so appends start on a clean line.
+                text = text[: text.rfind("\n") + 1]
+                path.write_text(text, encoding="utf-8")
+            for line in text.splitlines():
+                row = json.loads(line)
+                done[row["id"]] = row["answer"]
+        todo = [e for e in examples if e.id not in done]
+        if todo:
+            model, encoder = load_teacher()
+            with open(path, "a", encoding="utf-8") as handle:
+                for start in tqdm(range(0, len(todo), chunk), desc="teacher answers", unit="chunk", leave=False):
+                    part = todo[start : start + chunk]
+                    texts, _ = generate(model, encoder.tokenizer, [encoder.prompt_text(e) for e in part], max_new_tokens, batch_size)
+                    for example, text in zip(part, texts):
+                        done[example.id] = text
+                        handle.write(json.dumps({"id": example.id, "answer": text}, ensure_ascii=False) + "\n")
+                    handle.flush()
+        return [done[e.id] for e in examples]

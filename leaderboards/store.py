@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from benchmark.results import failure_reason
+
 # Reserved method names: the reference rows the runner stores beside the distillation methods.
 TEACHER = "teacher"
 UNTRAINED = "untrained"
@@ -82,7 +84,7 @@ def scan_store(root: str | Path) -> StoreScan:
         if (cell_dir / "DONE").exists():
             cells.append(_read_cell(cell_dir, task, pair, method, seed))
         elif (cell_dir / "FAILED.json").exists():
-            failed.append(FailedCell(task, pair, method, seed, _failure_reason(cell_dir / "FAILED.json")))
+            failed.append(FailedCell(task, pair, method, seed, failure_reason(cell_dir)))
     return StoreScan(root, tuple(cells), tuple(failed), _read_skipped(root), _headline_metrics(cells))
 
 
@@ -155,16 +157,6 @@ def _costs(path: Path) -> dict[str, float | None]:
 
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
-
-
-def _failure_reason(path: Path) -> str:
-    """The one-line reason; a failed cell is reported even when its FAILED.json is itself broken."""
-    try:
-        error = json.loads(path.read_text(encoding="utf-8")).get("error")
-    except (OSError, ValueError, AttributeError):
-        return "(unreadable FAILED.json)"
-    lines = str(error).strip().splitlines() if error else []
-    return lines[0] if lines else "(no reason recorded)"
 
 
 def _read_skipped(root: Path) -> tuple[SkippedPair, ...]:

@@ -26,6 +26,8 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
+from benchmark.build_lock import build_lock
+
 MAP_VERSION = 1  # bump when the mapping rules change: it is part of the cache key
 ROLES = ("eos_token", "bos_token", "pad_token", "unk_token")  # checked in this order; the first shared role wins
 SENTENCEPIECE_MARKER = "▁"
@@ -213,8 +215,12 @@ def load_or_build_vocab_map(teacher: VocabInfo, student: VocabInfo, cache_dir: s
     cached = _load(array_path, manifest_path, keys)
     if cached is not None:
         return cached
-    vocab_map = build_vocab_map(teacher, student)
-    _save(vocab_map, array_path, manifest_path, keys)
+    with build_lock(array_path):
+        cached = _load(array_path, manifest_path, keys)  # another worker may have built it while this one waited
+        if cached is not None:
+            return cached
+        vocab_map = build_vocab_map(teacher, student)
+        _save(vocab_map, array_path, manifest_path, keys)
     return vocab_map
 
 

@@ -273,14 +273,19 @@ def test_smollm2_gguf_is_verified_and_reused(smollm2_cache, monkeypatch):
 @pytest.mark.offline_models
 @smollm2_wheel
 def test_smollm2_from_gguf_then_from_cache_gives_identical_logits(smollm2_cache):
-    model, tokenizer = load_offline("smollm2-135m-instruct", smollm2_cache)
+    from transformers import AutoModelForCausalLM
+
+    model, tokenizer = load_offline("smollm2-135m-instruct", smollm2_cache)  # cold: dequantize, cache, load
     saved = models.offline_model_dir("smollm2-135m-instruct", smollm2_cache)
     assert (saved / "model.safetensors").is_file() and (saved / "ctkd_source.json").is_file()
     assert not getattr(model, "is_quantized", False) and not hasattr(model.config, "quantization_config")
+    gguf = assemble_gguf("smollm2-135m-instruct", smollm2_cache)
+    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     inputs = tokenizer("The capital of France is", return_tensors="pt")
     with torch.no_grad():
         first = model(**inputs).logits
-    del model
+        assert torch.equal(first, reference(**inputs).logits)  # the cache holds the GGUF's weights exactly
+    del model, reference
     cached, cached_tokenizer = load_offline("smollm2-135m-instruct", smollm2_cache)
     with torch.no_grad():
         again = cached(**cached_tokenizer("The capital of France is", return_tensors="pt")).logits

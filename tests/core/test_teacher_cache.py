@@ -1,4 +1,7 @@
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -88,3 +91,27 @@ def test_teacher_answers_are_generated_once_and_survive_a_torn_line(tmp_path, ti
     assert second == first and calls == [1, 1]
     assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == [e.id for e in examples]
     assert teacher_answers(tmp_path, {"t": 1}, load, examples, 3, 2) == first and calls == [1, 1]
+
+
+def test_workers_building_one_entry_at_once_build_it_once(tmp_path, tiny):
+    # Two grid workers reach the same top-k entry together: one builds it, the other waits and reuses it.
+    task = ToyTask(tmp_path, toy_examples(6, "train"), toy_examples(1, "test"))
+    examples, collator = task.load("train"), collator_for(task, tiny)
+    live, calls, first_is_building = LiveTeacher(tiny[0][0]), [], threading.Event()
+
+    def load():
+        calls.append(threading.get_ident())
+        first_is_building.set()
+        time.sleep(0.5)  # keep the lock while the second worker arrives
+        return live
+
+    def worker():
+        return ensure_topk_cache(tmp_path / "c", {"k": 8}, load, collator, examples, [e.answer for e in examples], 4)
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(worker)
+        first_is_building.wait(30)
+        second = pool.submit(worker)
+        caches = [first.result(60), second.result(60)]
+    assert len(calls) == 1
+    assert all(cache.is_complete() and cache.dir == caches[0].dir for cache in caches)

@@ -165,7 +165,8 @@ def no_build(*args, **kwargs):
 
 
 def cache_files(cache_dir: Path) -> list[Path]:
-    return sorted(cache_dir.iterdir())
+    """The cache's entries: lock files stay beside them by design (removing one would race its next waiter)."""
+    return sorted(p for p in cache_dir.iterdir() if p.suffix != ".lock")
 
 
 def test_cache_hit_returns_the_stored_map(tmp_path, monkeypatch):
