@@ -42,9 +42,9 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     # Sized so the no-argument default (3 tasks x 7 rows) finishes within 45 minutes from a cold cache on a 2-core
     # CPU without AVX-512, where every cost is proportional to prompt tokens: 256-token prompts (so the teacher is
-    # zero-shot: no shot fits), 5 optimizer steps per method, 20 evaluation examples.
+    # zero-shot: no shot fits), 4 optimizer steps per method, 16 evaluation examples.
     "smoke": Budget(
-        limit_train=20, limit_eval=20, epochs=1, learning_rate=1e-4, batch_size=4, grad_accum=1, eval_batch_size=8,
+        limit_train=16, limit_eval=16, epochs=1, learning_rate=1e-4, batch_size=4, grad_accum=1, eval_batch_size=8,
         max_new_tokens=None, max_prompt_tokens=256, max_answer_tokens=64, student_shots=0, teacher_shots=None,
         teacher_prep="as-is", topk=100, checkpoint_every=4,
     ),
