@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from benchmark.results import write_atomic
 from leaderboards.aggregate import summarize
 from leaderboards.plot import leaderboard_png
 from leaderboards.render import leaderboard_csv, leaderboard_markdown, summary_csv
@@ -35,18 +36,5 @@ def render_leaderboards(
     written = {}
     for name, data in outputs.items():
         written[name] = out / name
-        _write_atomic(written[name], data)
+        write_atomic(written[name], data)
     return written
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write beside the target, then rename: readers see the old file or the new one, never half of one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # hidden, so a store scan never reads it
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

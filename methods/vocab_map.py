@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,6 +25,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 from benchmark.build_lock import build_lock
+from benchmark.results import write_atomic
 
 MAP_VERSION = 1  # bump when the mapping rules change: it is part of the cache key
 ROLES = ("eos_token", "bos_token", "pad_token", "unk_token")  # checked in this order; the first shared role wins
@@ -250,17 +249,5 @@ def _save(vocab_map: VocabMap, array_path: Path, manifest_path: Path, keys: Mapp
         "exact_matches": vocab_map.exact_matches,
         "exact_share": vocab_map.exact_share,
     }
-    _atomic_write(array_path, data)
-    _atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_atomic(array_path, data)
+    write_atomic(manifest_path, json.dumps(manifest, indent=1))

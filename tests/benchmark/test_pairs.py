@@ -1,7 +1,6 @@
 """The pairs registry: names, aliases, tokenizer relations and reachability reasons."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
