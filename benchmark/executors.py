@@ -2,7 +2,7 @@
 worker process per visible GPU (or ``--workers N``, also on CPU), each running the same command locally.
 
 Cells are independent and small enough for one device each, so a worker per GPU is the parallelism the grid
-needs. The per-cell lock (:class:`benchmark.results.CellLock`) makes workers take disjoint cells, shared caches
+needs. The per-cell lock (:class:`benchmark.store.CellLock`) makes workers take disjoint cells, shared caches
 are built once (:mod:`benchmark.build_lock`), and the parent reads every cell's outcome from the result store
 once the workers are done: a worker that dies loses only the cell it was running, which the next run resumes.
 """
@@ -16,9 +16,9 @@ import threading
 import time
 from typing import IO, Callable, Sequence
 
-from benchmark.models import REPO_ROOT
+from benchmark.paths import REPO_ROOT
+from benchmark.provenance import WORKER_ENV
 
-EXECUTORS: tuple[str, ...] = ("local", "gpus")
 RUN_STARTED_ENV = "CTKD_RUN_STARTED"  # one start time for all workers: ``--force`` re-runs what was done before it
 
 
@@ -34,7 +34,7 @@ def worker_environments(workers: int | None, cuda_devices: int, cpu_cores: int) 
     environments = []
     for index in range(workers):
         # Workers print one line per cell; progress bars of several processes on one terminal are unreadable.
-        env = {"CTKD_WORKER": str(index), "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
+        env = {WORKER_ENV: str(index), "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
         if cuda_devices:
             env["CUDA_VISIBLE_DEVICES"] = device_ids[index % len(device_ids)]
         else:

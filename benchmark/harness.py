@@ -11,9 +11,9 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,64 +22,16 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from benchmark.collate import PairCollator
+from benchmark.config import TrainSettings
 from methods.base import Method
 from methods.batch import DistillBatch, TeacherOutputs, TokenView
 from tasks.base import Example
 
-Schedule = Literal["onecycle", "cosine", "constant"]
-SCHEDULES: tuple[str, ...] = ("onecycle", "cosine", "constant")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: float = 1.0  # fractional epochs allowed (e.g. 0.5 = first half of the shuffled data)
-    learning_rate: float = 1e-5
-    batch_size: int = 4
-    grad_accum: int = 1
-    schedule: Schedule = "onecycle"  # OneCycle as in the published set-up (methods-spec §1.2.8)
-    weight_decay: float = 0.1  # ULD / MultiLevelOT code
-    max_grad_norm: float = 1.0
-    warmup_ratio: float = 0.1  # onecycle pct_start / cosine warm-up
-    checkpoint_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end (always saved there)
-    teacher_bf16: bool = False
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        for name in ("batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.epochs <= 0 or self.learning_rate <= 0:
-            raise ValueError(f"epochs and learning_rate must be > 0, got {self.epochs} and {self.learning_rate}")
-
 
 class TeacherSource(Protocol):
+    """Where a method's teacher outputs come from: a live teacher or a cache (``benchmark.teacher``)."""
+
     def outputs(self, batch: DistillBatch) -> TeacherOutputs: ...
-
-
-class LiveTeacher:
-    """Runs the frozen teacher on the teacher view of each batch.
-
-    Only the answer rows go through the output head: a 152k-vocabulary head over every prompt position would
-    cost gigabytes per batch and most of the teacher's time.
-    """
-
-    def __init__(self, model: Any, hidden_states: bool = False, bf16: bool = False) -> None:
-        self.model = model.eval().requires_grad_(False)
-        self.hidden_states, self.bf16 = hidden_states, bf16
-
-    @torch.no_grad()
-    def outputs(self, batch: DistillBatch) -> TeacherOutputs:
-        device = next(self.model.parameters()).device
-        view = batch.teacher.to(device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            hidden = self.model.base_model(input_ids=view.input_ids, attention_mask=view.attention_mask).last_hidden_state
-            rows = self.model.get_output_embeddings()(view.gather_answer_rows(hidden)).float()
-        softcap = getattr(self.model.config, "final_logit_softcapping", None)
-        if softcap:
-            rows = torch.tanh(rows / softcap) * softcap
-        return TeacherOutputs(mask=view.answer_mask, logits=rows, vocab_size=rows.size(-1),
-                              hidden_states=hidden.float() if self.hidden_states else None)
 
 
 @dataclass
@@ -91,7 +43,7 @@ class TrainStats:
     resumed_from_step: int
 
 
-def micro_batch_plan(n_examples: int, cfg: TrainConfig, seed: int) -> list[list[list[int]]]:
+def micro_batch_plan(n_examples: int, cfg: TrainSettings, seed: int) -> list[list[list[int]]]:
     """Example indices per optimizer step, per micro-batch: a fixed-seed shuffle per epoch.
 
     The plan is a pure function of (n, cfg, seed), which is what makes resuming exact.
@@ -109,7 +61,7 @@ def micro_batch_plan(n_examples: int, cfg: TrainConfig, seed: int) -> list[list[
     return steps
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainSettings, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "onecycle":
         # methods-spec §1.2.8: OneCycleLR(max_lr=lr, pct_start 0.1, div_factor 2, final_div_factor 5).
         return torch.optim.lr_scheduler.OneCycleLR(
@@ -160,10 +112,10 @@ def answer_ce_sum(logits: torch.Tensor, view: TokenView) -> torch.Tensor:
 
 
 class Checkpoint:
-    """Student weights, optimizer, scheduler and step in ``<cell>/checkpoint``, replaced atomically."""
+    """Student weights, optimizer, scheduler and step in one directory, replaced atomically."""
 
-    def __init__(self, cell_dir: Path) -> None:
-        self.dir = cell_dir / "checkpoint"
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
 
     def save(self, model: Any, optimizer: Any, scheduler: Any, step: int) -> None:
         tmp = self.dir.with_name("checkpoint.tmp")
@@ -198,14 +150,15 @@ def train(
     method: Method,
     examples: Sequence[Example],
     collator: PairCollator,
-    cfg: TrainConfig,
+    cfg: TrainSettings,
     seed: int,
-    cell_dir: Path,
+    checkpoint_dir: Path,
+    log_path: Path,
     teacher: TeacherSource | None = None,
     answers: Sequence[str] | None = None,
-    on_step: Callable[[int], None] | None = None,
 ) -> TrainStats:
-    """Train ``student`` in place with ``method``; resumes from ``cell_dir/checkpoint`` when one exists."""
+    """Train ``student`` in place with ``method``, logging every step to ``log_path``; resumes from the checkpoint
+    in ``checkpoint_dir`` when there is one, and leaves the final state there."""
     if method.teacher_needs in ("topk_logits", "full_logits", "hidden_states") and teacher is None:
         raise ValueError(f"method {method.name!r} needs teacher {method.teacher_needs} but no teacher source was given")
     torch.manual_seed(seed)
@@ -214,11 +167,10 @@ def train(
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     plan = micro_batch_plan(len(examples), cfg, seed)
     scheduler = make_scheduler(optimizer, cfg, len(plan))
-    checkpoint = Checkpoint(cell_dir)
+    checkpoint = Checkpoint(checkpoint_dir)
     start_step = checkpoint.load(student, optimizer, scheduler)
     student, optimizer = accelerator.prepare(student, optimizer)
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    log_path = cell_dir / "train_log.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     _truncate_log(log_path, start_step)
     answers = list(answers) if answers is not None else [e.answer for e in examples]
 
@@ -259,8 +211,6 @@ def train(
         done = step + 1
         if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == len(plan):
             checkpoint.save(accelerator.unwrap_model(student), optimizer, scheduler, done)
-        if on_step is not None:
-            on_step(done)
     bar.close()
     wall = time.perf_counter() - started
     return TrainStats(len(plan), wall, tokens_seen, tokens_seen / max(wall, 1e-9), start_step)
@@ -273,6 +223,3 @@ def _truncate_log(path: Path, keep_steps: int) -> None:
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_steps]
     path.write_text("".join(line + "\n" for line in kept))
 
-
-def train_config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return asdict(cfg)

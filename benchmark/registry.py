@@ -3,7 +3,8 @@
 Entries are registered by decorator (or directly) under a name and optional aliases. A target may also be
 registered lazily as an ``"package.module:attribute"`` string; it is imported on first use, so listing names
 never imports heavy code. A duplicate name is an error; an unknown name is an error that lists what exists and
-suggests the closest match.
+suggests the closest match. A registry built with ``name_attribute`` writes the registered name onto each
+registered target under that attribute, so a method's or task's name is written once, in its decorator.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ class _Entry(Generic[T]):
 class Registry(Generic[T]):
     """Maps names (and aliases) to registered objects of one kind, e.g. ``Registry("method")``."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, name_attribute: str | None = None) -> None:
         self.kind = kind
+        self.name_attribute = name_attribute
         self._entries: dict[str, _Entry[T]] = {}
         self._aliases: dict[str, str] = {}
 
@@ -46,6 +48,8 @@ class Registry(Generic[T]):
         self._entries[name] = _Entry(name, target, description, aliases)
         for alias in aliases:
             self._aliases[alias] = name
+        if self.name_attribute and not isinstance(target, str):
+            setattr(target, self.name_attribute, name)
 
     def register(self, name: str, *, aliases: Iterable[str] = (), description: str = "") -> Callable[[T], T]:
         """Decorator form of :meth:`add`."""
@@ -72,6 +76,8 @@ class Registry(Generic[T]):
         if isinstance(entry.target, str):
             module_name, _, attribute = entry.target.partition(":")
             entry.target = getattr(importlib.import_module(module_name), attribute)
+            if self.name_attribute:
+                setattr(entry.target, self.name_attribute, entry.name)
             if not entry.description:
                 entry.description = _first_doc_line(entry.target)
         return entry.target  # type: ignore[return-value]

@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from benchmark.results import write_atomic
+from benchmark.files import write_atomic
 from leaderboards.aggregate import summarize
 from leaderboards.plot import leaderboard_png
 from leaderboards.render import leaderboard_csv, leaderboard_markdown, summary_csv
-from leaderboards.store import scan_store
+from benchmark.store import scan_store
 
 __all__ = ["render_leaderboards"]
 

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from leaderboards.store import CellRecord
+from benchmark.store import CellRecord
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from leaderboards.aggregate import SeedStats, SummaryRow
 from leaderboards.render import headline_table, ordered_methods
-from leaderboards.store import TEACHER, UNTRAINED, StoreScan
+from benchmark.store import TEACHER, UNTRAINED, StoreScan
 
 _REFERENCE_STYLE = {
     TEACHER: {"color": "black", "linestyles": "--", "linewidth": 1.8},

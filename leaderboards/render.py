@@ -7,8 +7,8 @@ Markdown choices:
 - Rows: teacher, untrained, sft, then the other methods by name. Name order (not score order) keeps a method on
   the same row in every task, and a single "by mean" order does not exist when a table has several pairs.
 - Bold: the best mean per pair among student methods (ties all bold). The teacher is a reference, not a
-  competitor, so it is never bold, even when it scores below a student. Higher is better for every metric
-  the suite reports (F1, EM, ROUGE).
+  competitor, so it is never bold, even when it scores below a student. "Best" follows the direction the
+  task's headline metric declares (higher for F1, EM and ROUGE).
 - "vs SFT" table, one per task that has an ``sft`` row: a cell reads ``gain (gap closed)`` with
   gain = method - sft in points and gap closed = (method - sft) / (teacher - sft), defined only when the teacher
   scores above sft; one column per pair keeps it
@@ -25,7 +25,7 @@ from collections import defaultdict
 from typing import Iterable, Sequence
 
 from leaderboards.aggregate import SeedStats, SummaryRow
-from leaderboards.store import SFT, TEACHER, UNTRAINED, CellRecord, StoreScan
+from benchmark.store import SFT, TEACHER, UNTRAINED, CellRecord, StoreScan
 
 MISSING = "–"
 _BASELINES = (TEACHER, UNTRAINED, SFT)
@@ -96,19 +96,19 @@ def leaderboard_markdown(scan: StoreScan, rows: Iterable[SummaryRow]) -> str:
         "and 95% confidence intervals of every metric are in `summary.csv`.",
     ]
     for task, cells in table.items():
-        lines += _task_section(task, scan.headline_metrics[task], cells)
+        lines += _task_section(task, scan.headline_metrics[task], cells, scan.higher_is_better(task))
     lines += _failed_section(scan)
     lines += _skipped_section(scan)
     return "\n".join(lines) + "\n"
 
 
-def _task_section(task: str, metric: str, cells: dict[tuple[str, str], SummaryRow]) -> list[str]:
+def _task_section(task: str, metric: str, cells: dict[tuple[str, str], SummaryRow], higher_is_better: bool) -> list[str]:
     scores = {key: row.stats for key, row in cells.items()}
     pairs = sorted({pair for pair, _ in scores})
     methods = ordered_methods(method for _, method in scores)
     seed_counts = sorted({stats.n for stats in scores.values()})
     seeds = str(seed_counts[0]) if len(seed_counts) == 1 else f"{seed_counts[0]}–{seed_counts[-1]}"
-    best = {pair: _best_student_mean(pair, methods, scores) for pair in pairs}
+    best = {pair: _best_student_mean(pair, methods, scores, higher_is_better) for pair in pairs}
     body = []
     for method in methods:
         row_cells = []
@@ -148,9 +148,10 @@ def _cost_cell(row: SummaryRow | None) -> str:
                       for v, (digits, unit) in zip(values, ((2, "s/step"), (1, "min"), (1, "GiB"))))
 
 
-def _best_student_mean(pair: str, methods: list[str], scores: dict[tuple[str, str], SeedStats]) -> float | None:
+def _best_student_mean(pair: str, methods: list[str], scores: dict[tuple[str, str], SeedStats],
+                       higher_is_better: bool) -> float | None:
     means = [scores[pair, m].mean for m in methods if m != TEACHER and (pair, m) in scores]
-    return max(means) if means else None
+    return (max if higher_is_better else min)(means) if means else None
 
 
 def _format_score(stats: SeedStats) -> str:

@@ -2,8 +2,8 @@
 
 A method declares what it needs from the teacher (``teacher_needs``) so the harness can serve it from the
 teacher-output cache or run the teacher live. It never loads models, reads data or writes results; optional
-tokenizer-dependent state (e.g. MinED's vocabulary map) is built in :meth:`Method.prepare` from the
-tokenizers the harness hands over.
+tokenizer-dependent state (e.g. MinED's vocabulary map) is set up in :meth:`Method.prepare` from the
+:class:`~methods.resources.PairResources` the harness hands over (which caches derived data per pair).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal, Mapping
 from torch import Tensor
 
 from methods.batch import DistillBatch, TeacherOutputs
+from methods.resources import PairResources
 
 TeacherNeeds = Literal["none", "text", "topk_logits", "full_logits", "hidden_states"]
 TEACHER_NEEDS: tuple[str, ...] = ("none", "text", "topk_logits", "full_logits", "hidden_states")
@@ -54,8 +55,8 @@ class Method:
         if not isinstance(self.config, self.config_class):
             raise TypeError(f"{type(self).__name__} expects a {self.config_class.__name__}, got {type(self.config).__name__}")
 
-    def prepare(self, student_tokenizer: Any, teacher_tokenizer: Any, cache_dir: str | None = None) -> None:
-        """Build tokenizer-dependent state once per pair (default: nothing)."""
+    def prepare(self, resources: PairResources) -> None:
+        """Set up tokenizer-dependent state before training (default: nothing)."""
 
     def loss(
         self,

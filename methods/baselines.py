@@ -15,12 +15,10 @@ from methods.registry import METHODS
 class NoConfig(MethodConfig):
     """A method without hyper-parameters of its own."""
 
-
 @METHODS.register("sft")
 class SFT(Method):
     """Student cross-entropy on the reference answers (MultiLevelOT Table 1 "SFT")."""
 
-    name = "sft"
     config_class = NoConfig
     teacher_needs = "none"
 
@@ -32,7 +30,6 @@ class SFT(Method):
 class SeqKD(SFT):
     """Student cross-entropy on the teacher's greedy answers, generated once and cached ("Raw Text" in ULD)."""
 
-    name = "seqkd"
     teacher_needs = "text"
 
 
@@ -46,12 +43,10 @@ class KLConfig(MethodConfig):
 class SameTokenizerError(ValueError):
     """Token-level KL was asked for on a pair whose tokenizers differ."""
 
-
 @METHODS.register("kl")
 class TokenKL(Method):
     """Forward KL on answer tokens for pairs sharing one tokenizer: the control that cross-tokenizer losses approximate."""
 
-    name = "kl"
     config_class = KLConfig
     teacher_needs = "full_logits"
     same_tokenizer_only = True

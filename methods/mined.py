@@ -15,8 +15,6 @@ What follows which source:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,7 +24,8 @@ from methods.batch import DistillBatch, TeacherOutputs
 from methods.divergences import forward_kl
 from methods.edit_alignment import dtw_align
 from methods.registry import METHODS
-from methods.vocab_map import TokenCanonicalizer, VocabInfo, VocabMap, load_or_build_vocab_map
+from methods.resources import PairResources
+from methods.vocab_map import TokenCanonicalizer, VocabMap
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,6 @@ class _PairState:
 class MinED(Method):
     """Forward KL to teacher logits projected through a minimum-edit-distance vocabulary map (FuseLLM / DSKD)."""
 
-    name = "mined"
     config_class = MinEDConfig
     teacher_needs = "full_logits"
     config: MinEDConfig
@@ -68,15 +66,14 @@ class MinED(Method):
         super().__init__(config)
         self._state: _PairState | None = None
 
-    def prepare(self, student_tokenizer: Any, teacher_tokenizer: Any, cache_dir: str | Path | None = None) -> None:
-        student, teacher = VocabInfo.from_tokenizer(student_tokenizer), VocabInfo.from_tokenizer(teacher_tokenizer)
-        vocab_map = load_or_build_vocab_map(teacher, student, cache_dir)
+    def prepare(self, resources: PairResources) -> None:
+        vocab_map = resources.vocab_map()
         self._state = _PairState(
             vocab_map=vocab_map,
             teacher_to_student=vocab_map.teacher_to_student.tolist(),
             scatter_index=torch.from_numpy(vocab_map.teacher_to_student),
-            student_text=student.canonicalizer(),
-            teacher_text=teacher.canonicalizer(),
+            student_text=resources.student_vocab().canonicalizer(),
+            teacher_text=resources.teacher_vocab().canonicalizer(),
         )
 
     @property
@@ -102,7 +99,7 @@ class MinED(Method):
 
     def _prepared(self) -> _PairState:
         if self._state is None:
-            raise RuntimeError("MinED.prepare(student_tokenizer, teacher_tokenizer) must run before the loss")
+            raise RuntimeError("MinED.prepare(resources) must run before the loss")
         return self._state
 
     def _aligned_teacher_positions(self, batch: DistillBatch) -> list[int]:

@@ -86,7 +86,6 @@ class MLOT(Method):
     normaliser at tau != 1.
     """
 
-    name = "mlot"
     config_class = MLOTConfig
     teacher_needs = "topk_logits"
     topk_needed = MLOTConfig.teacher_k
@@ -188,7 +187,6 @@ class MLOTOfficial(Method):
     out of HAD's batch mean (the code: mean of nothing); Sinkhorn divides by ``max(sum, 1e-30)`` (the code: 0/0).
     """
 
-    name = "mlot-official"
     config_class = MLOTOfficialConfig
     teacher_needs = "full_logits"  # the std scaling needs every logit
     config: MLOTOfficialConfig

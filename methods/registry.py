@@ -9,7 +9,7 @@ from pathlib import Path
 from benchmark.registry import Registry
 from methods.base import Method
 
-METHODS: Registry[type[Method]] = Registry("method")
+METHODS: Registry[type[Method]] = Registry("method", name_attribute="name")
 
 # Modules whose import registers the built-in methods (each decorates its class with @METHODS.register).
 BUILTIN_METHOD_MODULES = ("methods.baselines", "methods.uld", "methods.mined", "methods.mlot")

@@ -15,7 +15,7 @@ so by the triangle inequality the top-k value is an exact lower bound of the ful
 all differences ``t_(i) - s_(i)`` beyond rank k share one sign: in particular when either side's top-k holds all of
 its mass (its tail is 0, e.g. ``k >= its vocabulary``) or one side's sorted tail dominates the other's rank by
 rank. Without the tail bin the value is a looser lower bound (the tail mass is simply dropped).
-``benchmarks/losses.py`` measures the gap at published shapes.
+``perf/losses.py`` measures the gap at published shapes.
 
 Deviations from the code (llm-recipes ``distillation_model.py``), all documented in the config:
 * top-k + tail bin instead of a full sort (above);
@@ -62,7 +62,6 @@ class ULDConfig(MethodConfig):
 class ULD(Method):
     """Universal Logit Distillation: L1 between sorted (top-k + tail) probability vectors (spec §2)."""
 
-    name = "uld"
     config_class = ULDConfig
     teacher_needs = "topk_logits"
     topk_needed = ULDConfig.k

@@ -7,27 +7,22 @@ the student token at minimum Levenshtein distance (first minimum in student-id o
   (``▁the``, ``<0x0A>``) and plain vocabularies meet on one form whose word-boundary marker is a plain space;
 * special tokens with a shared role map role to role (teacher EOS → student EOS), other specials only to student
   specials, and ordinary tokens only to ordinary tokens;
-* the map is keyed by both tokenizers' fingerprints and cached as ``.npy`` + a JSON manifest written last, both
-  atomically, so a stale or partial cache is detected and rebuilt.
+* :meth:`VocabInfo.fingerprint` identifies everything the map depends on, so the harness side can cache it per pair
+  (``benchmark.pair_cache``); this module only computes.
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from benchmark.build_lock import build_lock
-from benchmark.results import write_atomic
+from benchmark.digest import digest
 
-MAP_VERSION = 1  # bump when the mapping rules change: it is part of the cache key
+MAP_VERSION = 1  # bump when the mapping rules change: caches key on it
 ROLES = ("eos_token", "bos_token", "pad_token", "unk_token")  # checked in this order; the first shared role wins
 SENTENCEPIECE_MARKER = "▁"
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece byte-fallback pieces
@@ -115,15 +110,14 @@ class VocabInfo:
         return strings
 
     def fingerprint(self) -> str:
-        """sha256 of everything the map depends on: the sorted vocabulary, the special tokens and the family."""
-        payload = {
+        """Digest of everything the map depends on: the sorted vocabulary, the special tokens and the family."""
+        return digest({
             "vocab": sorted(self.vocab.items()),
             "byte_level": self.byte_level,
             "special_ids": sorted(self.special_ids),
             "roles": sorted(self.roles.items()),
             "literals": sorted(self.literals),
-        }
-        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+        })
 
 
 def _is_byte_level(tokenizer: Any) -> bool:
@@ -201,53 +195,3 @@ def _match(
             [teacher_text[i] for i in chunk], choices, scorer=Levenshtein.distance, dtype=np.int32, workers=-1
         )
         mapping[chunk] = candidates[distances.argmin(axis=1)]  # argmin keeps the first minimum: ties → lowest id
-
-
-def load_or_build_vocab_map(teacher: VocabInfo, student: VocabInfo, cache_dir: str | Path | None = None) -> VocabMap:
-    """The map for this pair, from ``cache_dir`` when a complete entry for both fingerprints is there."""
-    if cache_dir is None:
-        return build_vocab_map(teacher, student)
-    keys = {"version": MAP_VERSION, "teacher": teacher.fingerprint(), "student": student.fingerprint()}
-    stem = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:32]
-    array_path = Path(cache_dir) / f"mined-vocab-map-{stem}.npy"
-    manifest_path = array_path.with_suffix(".json")
-    cached = _load(array_path, manifest_path, keys)
-    if cached is not None:
-        return cached
-    with build_lock(array_path):
-        cached = _load(array_path, manifest_path, keys)  # another worker may have built it while this one waited
-        if cached is not None:
-            return cached
-        vocab_map = build_vocab_map(teacher, student)
-        _save(vocab_map, array_path, manifest_path, keys)
-    return vocab_map
-
-
-def _load(array_path: Path, manifest_path: Path, keys: Mapping[str, Any]) -> VocabMap | None:
-    """The cached map, or ``None`` when the entry is missing, for other tokenizers, or incomplete."""
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        data = array_path.read_bytes()
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in keys.items()):
-        return None
-    if manifest.get("sha256") != hashlib.sha256(data).hexdigest():
-        return None
-    return VocabMap(np.load(io.BytesIO(data), allow_pickle=False), int(manifest["exact_matches"]))
-
-
-def _save(vocab_map: VocabMap, array_path: Path, manifest_path: Path, keys: Mapping[str, Any]) -> None:
-    """Array first, manifest (holding the array's checksum) last: a reader never trusts a half-written entry."""
-    buffer = io.BytesIO()
-    np.save(buffer, vocab_map.teacher_to_student, allow_pickle=False)
-    data = buffer.getvalue()
-    manifest = {
-        **keys,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "teacher_size": len(vocab_map.teacher_to_student),
-        "exact_matches": vocab_map.exact_matches,
-        "exact_share": vocab_map.exact_share,
-    }
-    write_atomic(array_path, data)
-    write_atomic(manifest_path, json.dumps(manifest, indent=1))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 
+from benchmark.files import read_json as read_json_file
 from benchmark.registry import Registry
 from tasks.metrics import ROUGE, SQUAD, Metric
 
@@ -54,7 +55,6 @@ class PromptItem:
 class DataError(ValueError):
     """A missing data directory/file or a malformed record (names the file, the line and the field)."""
 
-
 def one_line(text: str) -> str:
     """``text`` with every whitespace run (newlines included) collapsed to one space, stripped."""
     return " ".join(text.split())
@@ -75,7 +75,6 @@ class Task:
     name: ClassVar[str]
     metric: ClassVar[str]  # headline metric key of :meth:`score`, e.g. "f1" or "rougeLsum"
     scorer: ClassVar[Metric]  # the metric family that produces :attr:`metric` (tasks.metrics.SQUAD or ROUGE)
-    kind: ClassVar[Literal["qa", "summarization"]]
     max_new_tokens: ClassVar[int]  # generation length used by the evaluator
     # Shots used when a run does not say. The published setups used 1-5 per teacher; 2 keeps CPU prompts short.
     default_shots: ClassVar[int] = 2
@@ -158,8 +157,6 @@ class Task:
 class QATask(Task):
     """Question answering over a context, prompted as ``Context: …\\nQuestion: …\\nAnswer:`` (spec §10.2)."""
 
-    kind = "qa"
-
     def format_query(self, example: Example) -> str:
         return f"Context: {example.context}\nQuestion: {example.question}\nAnswer:"
 
@@ -188,7 +185,7 @@ class GenerativeQATask(QATask):
     )
 
 
-TASKS: Registry[type[Task]] = Registry("task")
+TASKS: Registry[type[Task]] = Registry("task", name_attribute="name")
 
 
 # -- record readers -----------------------------------------------------------------------------------------
@@ -199,12 +196,8 @@ def require_file(path: Path) -> Path:
 
 
 def read_json(path: Path) -> Any:
-    """The parsed content of a JSON file."""
-    try:
-        with require_file(path).open(encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}, line {err.lineno}: invalid JSON ({err.msg})") from None
+    """The parsed content of a JSON file; a missing or malformed one raises :class:`DataError` naming the file."""
+    return read_json_file(require_file(path), DataError)
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -21,10 +21,8 @@ TEST_SUMMARIES = ("summary1", "summary2", "summary3")
 class DialogSum(Task):
     """DialogSum dialogue summarization (test: 500 × 3 references; metric: ROUGE-Lsum)."""
 
-    name = "dialogsum"
     metric = "rougeLsum"
     scorer = ROUGE
-    kind = "summarization"
     max_new_tokens = 64
     system_message = (
         "You are a dialogue-summarization assistant. Summarize the dialogue in one sentence, "

@@ -27,7 +27,6 @@ STORY_SUFFIX = "-story.csv"
 class FairytaleQA(GenerativeQATask):
     """FairytaleQA generative QA (test: official test 1,007; metric: ROUGE-Lsum)."""
 
-    name = "fairytaleqa"
     data_subdir = "fairytaleqa"
 
     def _question_files(self, split: Split) -> list[Path]:

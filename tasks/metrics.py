@@ -122,14 +122,15 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]
 
 @dataclass(frozen=True)
 class Metric:
-    """A family of metric keys scored together, e.g. SQuAD F1 + EM."""
+    """A family of metric keys scored together, e.g. SQuAD F1 + EM, and the direction in which they improve."""
 
     keys: tuple[str, ...]
     score_one: ScoreOne
+    higher_is_better: bool = True
 
     def score(self, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
         return corpus_scores(self.score_one, predictions, references)
 
 
-SQUAD = Metric(SQUAD_KEYS, squad_scores_one)
-ROUGE = Metric(ROUGE_KEYS, rouge_scores_one)
+SQUAD = Metric(SQUAD_KEYS, squad_scores_one, higher_is_better=True)
+ROUGE = Metric(ROUGE_KEYS, rouge_scores_one, higher_is_better=True)

@@ -31,7 +31,6 @@ TEST_IDS_FILE = "test_ground_truth.json"
 class PubMedQA(GenerativeQATask):
     """PubMedQA PQA-L long-answer generation (test: official 500; metric: ROUGE-Lsum)."""
 
-    name = "pubmedqa"
     data_subdir = "pubmedqa"
     max_new_tokens = 96  # long answers average ~40 words
 

@@ -41,7 +41,6 @@ TRAIN_SHARDS = tuple(f"nq-train-0{i}-qed.jsonlines" for i in range(6))
 class QED(ExtractiveQATask):
     """QED / Natural Questions extractive QA (test: QED dev 1,355; metric: SQuAD F1)."""
 
-    name = "qed"
     data_subdir = "qed"
 
     def data_files(self) -> list[Path]:

@@ -4,17 +4,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-import os
 from pathlib import Path
 
 from benchmark.registry import Registry
 from tasks.base import TASKS, Task, require_file
 
-__all__ = ["TASKS", "BUILTIN_TASK_MODULES", "load_tasks", "default_data_dir", "data_fingerprint"]
+__all__ = ["TASKS", "BUILTIN_TASK_MODULES", "load_tasks", "data_fingerprint"]
 
 # Modules whose import registers the built-in tasks (each decorates its class with @TASKS.register).
 BUILTIN_TASK_MODULES = ("tasks.qed", "tasks.squad", "tasks.fairytaleqa", "tasks.pubmedqa", "tasks.dialogsum")
-DATA_DIR_ENV = "CTKD_DATA_DIR"
 
 
 def load_tasks() -> Registry[type[Task]]:
@@ -22,14 +20,6 @@ def load_tasks() -> Registry[type[Task]]:
     for module in BUILTIN_TASK_MODULES:
         importlib.import_module(module)
     return TASKS
-
-
-def default_data_dir() -> Path | None:
-    """``$CTKD_DATA_DIR`` if set, else ``<repo root>/../shared/data`` if it exists, else None."""
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV])
-    shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    return shared if shared.is_dir() else None
 
 
 def data_fingerprint(task: Task) -> str:

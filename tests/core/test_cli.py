@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.cli import main
-from tasks.registry import default_data_dir
+from benchmark.paths import default_data_dir
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = default_data_dir()
@@ -31,12 +31,18 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (["--methods", "mlto"], "--methods: unknown method 'mlto'"),
         (["--pairs", "tiny-nope"], "--pairs: unknown pair 'tiny-nope'"),
         (["--tasks", "qed,squadd"], "did you mean 'squad'?"),
-        (["--limit-eval", "0"], "argument --limit-eval: '0' must be a positive integer"),
+        (["--limit-eval", "0"], "--limit-eval 0: expected a number > 0"),
+        (["--lr", "-1"], "--learning-rate -1.0: expected a number > 0"),
+        (["--epochs", "x"], "invalid float value: 'x'"),
         (["--budget", "huge"], "--budget 'huge': accepted: smoke, small, paper"),
         (["--data-dir", "/nonexistent/data"], "--data-dir '/nonexistent/data' is not a directory"),
-        (["--set", "mlot.alpha"], "expected METHOD.FIELD=VALUE"),
-        (["--set", "sft.lr=1"], "unknown config key(s) 'lr'"),
-        (["--teacher-prep", "magic"], "argument --teacher-prep: invalid choice: 'magic'"),
+        (["--set", "mlot.alpha"], "expected PATH=VALUE"),
+        (["--set", "sft.lr=1"], "--set sft.lr=1: unknown field 'lr' of method sft; accepted: (none)"),
+        (["--set", "train.lr=abc"], "--set train.lr=abc: argument --learning_rate/--learning-rate/--lr: invalid float"),
+        (["--set", "train.epochs=0"], "--set train.epochs=0.0: expected a number > 0"),
+        (["--set", "mlot.k=0"], "--set mlot: need 1 <= k <= teacher_k"),
+        (["--set", "nope.x=1"], "'nope' is neither a section"),
+        (["--teacher-prep", "magic"], "invalid choice: 'magic'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, expected, capsys):
@@ -127,3 +133,49 @@ def test_killed_training_cell_resumes_to_identical_metrics(tmp_path):
     # The resumed log reads like an uninterrupted one.
     losses = lambda path: [round(json.loads(l)["loss"], 6) for l in path.read_text().splitlines()]  # noqa: E731
     assert losses(log) == losses(a_cell / "train_log.jsonl")
+
+
+def test_settings_resolve_budget_then_flags_then_overrides():
+    """The run configuration tree: a field's default < the budget preset < its flag < ``--set``."""
+    from benchmark.commands.run import _SETTING_FIELDS
+    from benchmark.cli import command_parser
+    from benchmark.config import RunOptions
+    from benchmark.resolve import resolve_run
+
+    parser, _ = command_parser("run")
+
+    def resolve(*argv):
+        values = vars(parser.parse_args(list(argv)))
+        options = RunOptions(**{k: values[k] for k in RunOptions.__dataclass_fields__})
+        return resolve_run(options, {path: values[name] for name, path in _SETTING_FIELDS.items() if name in values})
+
+    smoke = resolve("--budget", "smoke").settings
+    assert (smoke.train.learning_rate, smoke.train.epochs, smoke.data.limit_eval) == (1e-4, 1.0, 16)
+    assert smoke.train.weight_decay == 0.1  # not in the preset: the published default
+    flagged = resolve("--budget", "smoke", "--lr", "3e-4", "--limit-eval", "5").settings
+    assert (flagged.train.learning_rate, flagged.data.limit_eval, flagged.data.limit_train) == (3e-4, 5, 16)
+    overridden = resolve("--budget", "smoke", "--lr", "3e-4", "--set", "train.lr=5e-4", "--set", "mlot.alpha=1.5")
+    assert overridden.settings.train.learning_rate == 5e-4
+    assert overridden.method_configs["mlot"].alpha == 1.5
+    assert overridden.method_configs["uld"].weight == 1.5  # untouched methods keep their defaults
+    paper = resolve("--budget", "paper", "--methods", "none").settings
+    assert (paper.train.learning_rate, paper.train.epochs, paper.eval.max_new_tokens) == (1e-6, 5.0, 150)
+
+
+def test_a_new_setting_is_one_field(monkeypatch):
+    """Adding a hyper-parameter is one field of a settings section: its flag, its ``--set`` path and its place in
+    the cell's hash follow. Checked with a section subclass holding one extra field."""
+    import dataclasses
+
+    from benchmark import config
+    from benchmark.cli import Parser
+
+    @dataclasses.dataclass(frozen=True)
+    class Train(config.TrainSettings):
+        label_smoothing: float = config.setting(0.0, "label smoothing of the CE [suite]", check="non_negative")
+
+    parser = Parser([Train])
+    assert parser.parse_args(["--label-smoothing", "0.1"]).label_smoothing == 0.1
+    assert config.hashed_fields(Train(label_smoothing=0.1))["label_smoothing"] == 0.1
+    with pytest.raises(config.ConfigError, match="label_smoothing=-1"):
+        Train(label_smoothing=-1)

@@ -32,7 +32,7 @@ def test_cpu_workers_share_the_cores():
     [
         (["--workers", "2"], "--workers 2: more than one worker needs --executor gpus"),
         (["--executor", "slurm"], "argument --executor: invalid choice: 'slurm'"),
-        (["--executor", "gpus", "--workers", "0"], "argument --workers: '0' must be a positive integer"),
+        (["--executor", "gpus", "--workers", "0"], "--workers 0: expected a number > 0"),
     ],
 )
 def test_bad_executor_input_is_one_line_and_exit_code_2(args, expected, capsys):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from benchmark.collate import PairCollator, ViewEncoder
-from benchmark.harness import TrainConfig, micro_batch_plan, train
+from benchmark.config import ConfigError, TrainSettings
+from benchmark.harness import micro_batch_plan, train
 from benchmark.models import build_tiny
 from benchmark.prompting import PromptFormat
 from methods.baselines import SFT
@@ -12,21 +13,26 @@ from tests.core.toy_task import ToyTask, toy_examples
 
 
 def test_plan_visits_every_example_once_per_epoch_and_is_seeded():
-    cfg = TrainConfig(epochs=2, batch_size=3, grad_accum=2)
+    cfg = TrainSettings(epochs=2, batch_size=3, grad_accum=2)
     plan = micro_batch_plan(10, cfg, seed=5)
     flat = [i for step in plan for micro in step for i in micro]
     assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
     assert all(len(step) <= 2 and all(len(m) <= 3 for m in step) for step in plan)
     assert plan == micro_batch_plan(10, cfg, seed=5)
     assert plan != micro_batch_plan(10, cfg, seed=6)
-    half = micro_batch_plan(10, TrainConfig(epochs=0.5, batch_size=3), seed=5)
+    half = micro_batch_plan(10, TrainSettings(epochs=0.5, batch_size=3), seed=5)
     assert sum(len(m) for step in half for m in step) == 5
 
 
-@pytest.mark.parametrize("field,value", [("batch_size", 0), ("grad_accum", 0), ("schedule", "linear"), ("epochs", 0)])
-def test_bad_train_config_is_rejected(field, value):
-    with pytest.raises(ValueError, match=field if field != "epochs" else "epochs"):
-        TrainConfig(**{field: value})
+@pytest.mark.parametrize("field,value", [("batch_size", 0), ("grad_accum", 0), ("schedule", "linear"), ("epochs", 0),
+                                         ("learning_rate", -1e-4), ("warmup_ratio", 1.0)])
+def test_bad_train_settings_are_rejected(field, value):
+    with pytest.raises(ConfigError, match=rf"^train\.{field}="):
+        TrainSettings(**{field: value})
+
+
+def run_train(model, method, examples, collator, cfg, seed, cell, *args):
+    return train(model, method, examples, collator, cfg, seed, cell / "checkpoint", cell / "train_log.jsonl", *args)
 
 
 def _setup(tmp_path, seed=0):
@@ -42,8 +48,8 @@ def test_gradient_accumulation_matches_one_large_batch(tmp_path):
     logs = []
     for batch_size, accum in ((4, 1), (2, 2), (1, 4)):
         task, model, collator = _setup(tmp_path)
-        cfg = TrainConfig(epochs=0.5, batch_size=batch_size, grad_accum=accum, schedule="constant")
-        train(model, SFT(), task.load("train"), collator, cfg, seed=0, cell_dir=tmp_path / f"c{batch_size}")
+        cfg = TrainSettings(epochs=0.5, batch_size=batch_size, grad_accum=accum, schedule="constant")
+        run_train(model, SFT(), task.load("train"), collator, cfg, 0, tmp_path / f"c{batch_size}")
         log = [json.loads(line) for line in (tmp_path / f"c{batch_size}" / "train_log.jsonl").read_text().splitlines()]
         assert len(log) == 1 and set(log[0]) >= {"step", "loss", "ce", "grad_norm", "lr", "answer_tokens"}
         logs.append(log[0])
@@ -55,8 +61,8 @@ def test_gradient_accumulation_matches_one_large_batch(tmp_path):
 
 def test_training_lowers_the_loss_and_logs_every_step(tmp_path):
     task, model, collator = _setup(tmp_path)
-    cfg = TrainConfig(epochs=6, batch_size=4, schedule="constant", learning_rate=1e-2)
-    stats = train(model, SFT(), task.load("train"), collator, cfg, seed=1, cell_dir=tmp_path / "cell")
+    cfg = TrainSettings(epochs=6, batch_size=4, schedule="constant", learning_rate=1e-2)
+    stats = run_train(model, SFT(), task.load("train"), collator, cfg, 1, tmp_path / "cell")
     log = [json.loads(line) for line in (tmp_path / "cell" / "train_log.jsonl").read_text().splitlines()]
     assert stats.steps == len(log) == 12
     assert log[-1]["loss"] < 0.7 * log[0]["loss"]
@@ -68,15 +74,15 @@ def test_missing_teacher_source_is_an_error(tmp_path):
 
     task, model, collator = _setup(tmp_path)
     with pytest.raises(ValueError, match="needs teacher full_logits"):
-        train(model, TokenKL(), task.load("train"), collator, TrainConfig(), 0, tmp_path / "c")
+        run_train(model, TokenKL(), task.load("train"), collator, TrainSettings(), 0, tmp_path / "c")
 
 
 def test_logged_lr_is_the_rate_each_step_used(tmp_path):
     """The published OneCycle (pct_start 0.1, div_factor 2, final_div_factor 5), replayed independently: each
     logged rate is the one its step ran at, ending at the minimum lr / 2 / 5 (not the rate of the step after)."""
     task, model, collator = _setup(tmp_path)
-    cfg = TrainConfig(epochs=2, batch_size=2, learning_rate=1e-3, schedule="onecycle")
-    train(model, SFT(), task.load("train"), collator, cfg, seed=1, cell_dir=tmp_path / "cell")
+    cfg = TrainSettings(epochs=2, batch_size=2, learning_rate=1e-3, schedule="onecycle")
+    run_train(model, SFT(), task.load("train"), collator, cfg, 1, tmp_path / "cell")
     rates = [json.loads(line)["lr"] for line in (tmp_path / "cell" / "train_log.jsonl").read_text().splitlines()]
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     replay = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=8, pct_start=0.1,

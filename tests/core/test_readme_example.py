@@ -5,9 +5,11 @@ from pathlib import Path
 import torch
 
 from benchmark.collate import PairCollator, ViewEncoder
-from benchmark.harness import LiveTeacher, TrainConfig, train
+from benchmark.config import TrainSettings
+from benchmark.harness import train
 from benchmark.models import build_tiny
 from benchmark.prompting import PromptFormat
+from benchmark.teacher import LiveTeacher
 from methods.registry import METHODS, include_file, load_methods
 from tests.core.toy_task import ToyTask, toy_examples
 
@@ -31,7 +33,8 @@ def test_readme_method_example_trains(tmp_path):
     collator = PairCollator(ViewEncoder(task, student_tok, PromptFormat("plain", 0), pool, 16),
                             ViewEncoder(task, teacher_tok, PromptFormat("plain", 0), pool, 16))
     before = [p.detach().clone() for p in student.parameters()]
-    stats = train(student, method, pool, collator, TrainConfig(batch_size=2), 0, tmp_path / "cell", LiveTeacher(teacher))
+    stats = train(student, method, pool, collator, TrainSettings(epochs=1.0, batch_size=2), 0,
+                  tmp_path / "cell" / "checkpoint", tmp_path / "cell" / "train_log.jsonl", LiveTeacher(teacher))
     assert stats.steps == 2
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
     assert "top1" in (tmp_path / "cell" / "train_log.jsonl").read_text()

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from benchmark.collate import PairCollator, ViewEncoder
-from benchmark.harness import LiveTeacher
 from benchmark.models import build_tiny
 from benchmark.prompting import PromptFormat
-from benchmark.teacher_cache import StaleCacheError, TopkCache, ensure_topk_cache, teacher_answers
+from benchmark.teacher import LiveTeacher, StaleCacheError, TopkCache, ensure_topk_cache, teacher_answers
 from tests.core.toy_task import ToyTask, toy_examples
 
 

@@ -11,7 +11,6 @@ from tasks.metrics import squad_scores, squad_scores_one
 class ToyTask(Task):
     name = "toy"
     metric = "f1"
-    kind = "qa"
     max_new_tokens = 8
     default_shots = 1
     system_message = "Answer briefly."

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from leaderboards.aggregate import seed_stats, summarize, t_quantile
-from leaderboards.store import CellRecord
+from benchmark.store import CellRecord
 
 # t_{0.975, df} from standard tables (6 decimals).
 T_975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 6: 2.446912, 7: 2.364624, 8: 2.306004,

@@ -3,7 +3,7 @@ import struct
 from leaderboards import render_leaderboards
 from leaderboards.aggregate import summarize
 from leaderboards.plot import leaderboard_png
-from leaderboards.store import scan_store
+from benchmark.store import scan_store
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,7 @@ import pytest
 from leaderboards import render_leaderboards
 from leaderboards.aggregate import summarize
 from leaderboards.render import leaderboard_csv, leaderboard_markdown, summary_csv
-from leaderboards.store import scan_store
+from benchmark.store import scan_store
 
 GEMMA, QWEN = "gemma-smollm", "qwen-smollm"
 

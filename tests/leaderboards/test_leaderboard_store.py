@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from leaderboards.store import StoreError, scan_store
+from benchmark.store import StoreError, scan_store
 
 
 def test_only_cells_with_done_are_scored(store) -> None:
@@ -93,5 +93,5 @@ def test_missing_metrics_file_is_an_error(store) -> None:
 
 
 def test_missing_store_directory(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(StoreError, match="nowhere.*does not exist"):
         scan_store(tmp_path / "nowhere")

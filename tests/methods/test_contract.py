@@ -3,11 +3,13 @@ import pytest
 import torch
 
 from benchmark.collate import PairCollator, ViewEncoder
-from benchmark.harness import LiveTeacher, answer_ce_sum, answer_row_forward
+from benchmark.harness import answer_ce_sum, answer_row_forward
 from benchmark.models import build_tiny
 from benchmark.prompting import PromptFormat
+from benchmark.teacher import LiveTeacher
 from methods.base import TEACHER_NEEDS
 from methods.registry import load_methods
+from methods.resources import PairResources
 from tests.core.toy_task import ToyTask, toy_examples
 
 METHODS = load_methods()
@@ -34,7 +36,7 @@ def test_two_steps_train_the_student_only(name, models, tmp_path):
         ViewEncoder(task, student_tok, PromptFormat("plain", 0), pool, 16),
         ViewEncoder(task, teacher_tok, PromptFormat("plain", 1), pool, 16),
     )
-    method.prepare(student_tok, teacher_tok, str(tmp_path / "cache"))
+    method.prepare(PairResources(student_tok, teacher_tok))
     live = LiveTeacher(teacher)
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3)
     student.train()

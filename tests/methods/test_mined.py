@@ -11,11 +11,11 @@ from rapidfuzz.distance import Levenshtein
 from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 
-from methods import vocab_map as vm
 from methods.batch import DistillBatch, TeacherOutputs, TokenView
 from methods.edit_alignment import dtw_align, strip_markers
 from methods.mined import MinED, MinEDConfig
 from methods.registry import METHODS
+from methods.resources import PairResources
 
 # --- DTW --------------------------------------------------------------------------------------------------------
 
@@ -113,7 +113,7 @@ def make_batch(student: TokenView, teacher: TokenView) -> DistillBatch:
 
 def prepared(student_tokens: list[str], teacher_tokens: list[str], byte_level: bool = False, **config) -> MinED:
     method = MinED(MinEDConfig(**config))
-    method.prepare(tiny_tokenizer(student_tokens, byte_level), tiny_tokenizer(teacher_tokens, byte_level))
+    method.prepare(PairResources(tiny_tokenizer(student_tokens, byte_level), tiny_tokenizer(teacher_tokens, byte_level)))
     return method
 
 
@@ -277,12 +277,15 @@ def test_loss_needs_prepare_and_full_logits():
 
 
 def test_prepare_reuses_the_cached_map(tmp_path, monkeypatch):
+    """Through the harness's resources the map is built once per pair and then read from the cache."""
+    from benchmark import pair_cache
+
     student, teacher = tiny_tokenizer(WORDS, True), tiny_tokenizer(["▁the", "▁cat"])
-    MinED().prepare(student, teacher, tmp_path)
-    assert len(list(tmp_path.glob("*.npy"))) == 1
-    monkeypatch.setattr(vm, "build_vocab_map", lambda *a: pytest.fail("rebuilt a cached map"))
+    MinED().prepare(pair_cache.CachedPairResources(student, teacher, tmp_path))
+    assert len(list((tmp_path / "pairs").glob("*.npy"))) == 1
+    monkeypatch.setattr(pair_cache, "build_vocab_map", lambda *a: pytest.fail("rebuilt a cached map"))
     method = MinED()
-    method.prepare(student, teacher, tmp_path)
+    method.prepare(pair_cache.CachedPairResources(student, teacher, tmp_path))
     assert method.vocab_map.teacher_to_student.tolist() == [0, 1]
 
 

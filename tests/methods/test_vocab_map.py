@@ -1,10 +1,8 @@
-"""MinED vocabulary map: canonical token text, matching rules, and the on-disk cache."""
+"""MinED vocabulary map: canonical token text and matching rules (its on-disk cache: tests/core/test_pair_cache.py)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,8 +10,7 @@ from rapidfuzz.distance import Levenshtein
 from tokenizers import Tokenizer, decoders, models
 from transformers import GPT2Tokenizer, LlamaTokenizer, PreTrainedTokenizerFast
 
-from methods import vocab_map as vm
-from methods.vocab_map import TokenCanonicalizer, VocabInfo, build_vocab_map, load_or_build_vocab_map
+from methods.vocab_map import TokenCanonicalizer, VocabInfo, build_vocab_map
 
 TOKENIZERS = Path(__file__).resolve().parents[3] / "shared" / "tokenizers"
 
@@ -154,62 +151,3 @@ def test_fingerprint_tracks_vocab_and_specials():
     assert base.fingerprint() != info(["a", "b"], special_ids=frozenset({0})).fingerprint()
     assert base.fingerprint() != info(["a", "b"], byte_level=True).fingerprint()
 
-
-# --- cache ------------------------------------------------------------------------------------------------------
-
-TEACHER, STUDENT = info(["▁the", "▁dog", "▁sat"]), info(["Ġthe", "Ġdog", "Ġsa"], byte_level=True)
-
-
-def no_build(*args, **kwargs):
-    raise AssertionError("the map was rebuilt although a valid cache entry exists")
-
-
-def cache_files(cache_dir: Path) -> list[Path]:
-    """The cache's entries: lock files stay beside them by design (removing one would race its next waiter)."""
-    return sorted(p for p in cache_dir.iterdir() if p.suffix != ".lock")
-
-
-def test_cache_hit_returns_the_stored_map(tmp_path, monkeypatch):
-    first = load_or_build_vocab_map(TEACHER, STUDENT, tmp_path)
-    assert [p.suffix for p in cache_files(tmp_path)] == [".json", ".npy"]  # no temporary files left behind
-    monkeypatch.setattr(vm, "build_vocab_map", no_build)
-    second = load_or_build_vocab_map(TEACHER, STUDENT, tmp_path)
-    assert second.teacher_to_student.tolist() == first.teacher_to_student.tolist() == [0, 1, 2]
-    assert second.exact_matches == first.exact_matches == 2
-
-
-def test_changed_tokenizer_gets_its_own_entry(tmp_path, monkeypatch):
-    load_or_build_vocab_map(TEACHER, STUDENT, tmp_path)
-    changed = info(["Ġthe", "Ġdog", "Ġsat"], byte_level=True)
-    assert load_or_build_vocab_map(TEACHER, changed, tmp_path).teacher_to_student.tolist() == [0, 1, 2]
-    assert load_or_build_vocab_map(TEACHER, changed, tmp_path).exact_matches == 3
-    assert len(cache_files(tmp_path)) == 4
-    monkeypatch.setattr(vm, "build_vocab_map", no_build)
-    assert load_or_build_vocab_map(TEACHER, STUDENT, tmp_path).exact_matches == 2
-
-
-@pytest.mark.parametrize("damage", ["truncate_array", "truncate_manifest", "delete_manifest", "other_key"])
-def test_damaged_cache_is_rebuilt(tmp_path, damage):
-    expected = load_or_build_vocab_map(TEACHER, STUDENT, tmp_path).teacher_to_student.tolist()
-    manifest = next(tmp_path.glob("*.json"))
-    array = manifest.with_suffix(".npy")
-    if damage == "truncate_array":
-        array.write_bytes(array.read_bytes()[:-8])
-    elif damage == "truncate_manifest":
-        manifest.write_text(manifest.read_text()[:20])
-    elif damage == "delete_manifest":
-        manifest.unlink()
-    else:
-        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "student": "0" * 64}))
-    calls = []
-
-    def counting_build(teacher, student):
-        calls.append(1)
-        return build_vocab_map(teacher, student)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(vm, "build_vocab_map", counting_build)
-        assert load_or_build_vocab_map(TEACHER, STUDENT, tmp_path).teacher_to_student.tolist() == expected
-    assert calls == [1]
-    assert np.load(array).tolist() == expected  # the rebuilt entry is whole again
-    assert json.loads(manifest.read_text())["student"] == STUDENT.fingerprint()

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
+from benchmark.paths import default_data_dir
 from tasks.base import DataError, Example, Task
 from tasks.dialogsum import DialogSum
 from tasks.fairytaleqa import FairytaleQA
 from tasks.pubmedqa import PubMedQA
 from tasks.qed import QED
-from tasks.registry import default_data_dir, load_tasks
+from tasks.registry import load_tasks
 from tasks.squad import SQuAD, held_out_titles
 
 DATA_DIR = default_data_dir()

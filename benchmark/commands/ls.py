@@ -1,0 +1,40 @@
+"""``run_bench.py ls {methods,pairs,tasks}``: what is registered, one line each, name first."""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from benchmark.paths import default_cache_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", choices=("methods", "pairs", "tasks"))
+    parser.add_argument("--include", action="append", default=[], metavar="FILE.py",
+                        help="register methods from a Python file first")
+    parser.add_argument("--cache-dir", default=None, help="model cache to look for offline models in")
+
+
+def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.what == "methods":
+        from benchmark.resolve import load_methods_or_fail
+
+        methods = load_methods_or_fail(args.include)
+        for name in methods.names():
+            cls = methods.get(name)
+            print(f"{name}\tteacher: {cls.teacher_needs}\t{methods.description(name)}")
+    elif args.what == "tasks":
+        from tasks.registry import load_tasks
+
+        tasks = load_tasks()
+        for name in tasks.names():
+            print(f"{name}\tmetric: {tasks.get(name).metric}\t{tasks.description(name)}")
+    else:
+        from benchmark.pairs import PAIRS, pair_status
+
+        cache = args.cache_dir or default_cache_dir()
+        for name in PAIRS.names():
+            pair = PAIRS.get(name)
+            reason = pair_status(pair, cache)
+            status = "reachable" if reason is None else f"not reachable: {reason}"
+            print(f"{name}\t{pair.teacher.name} -> {pair.student.name}\t{status}")
+    return 0

@@ -1,0 +1,80 @@
+"""``run_bench.py [run]``: the grid of methods × pairs × tasks × seeds, then the leaderboard.
+
+Flags come from two places, both generated from dataclass fields: :class:`benchmark.config.RunOptions` (what to
+run and where) and every section of :class:`benchmark.config.Settings` (what determines a cell's numbers; a flag
+given here overrides the budget preset).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+from typing import Any, Sequence
+
+from benchmark.cli import UsageError
+from benchmark.config import SECTION_TYPES, ConfigError, RunOptions
+
+DATACLASSES = (RunOptions, *SECTION_TYPES)  # the parser generates one flag per field
+_SETTING_FIELDS = {f.name: f"{section.name}.{f.name}" for section in SECTION_TYPES for f in dataclasses.fields(section)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # A setting flag that is not given must not override the budget preset: leave it out of the namespace.
+    # (``set_defaults`` would not do: argparse parses string defaults as values.)
+    for action in parser._actions:
+        if action.dest in _SETTING_FIELDS:
+            action.default = argparse.SUPPRESS
+
+
+def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from benchmark.grid import FAILED_STATUSES, Grid, summarize
+    from benchmark.resolve import flag_error, resolve_run
+    from tasks.base import DataError
+
+    values = vars(args)
+    try:
+        options = RunOptions(**{f.name: values[f.name] for f in dataclasses.fields(RunOptions)})
+    except ConfigError as error:
+        raise flag_error(error) from None
+    if options.workers not in (None, 1) and options.executor != "gpus":
+        raise UsageError(f"--workers {options.workers}: more than one worker needs --executor gpus")
+    run = resolve_run(options, {path: values[name] for name, path in _SETTING_FIELDS.items() if name in values})
+    started = time.perf_counter()
+    grid = Grid(run)
+    try:
+        if options.executor == "gpus" and not options.dry_run:
+            outcomes = _run_with_workers(grid, options.workers, argv)
+        else:
+            outcomes = grid.run(dry_run=options.dry_run)
+    except DataError as error:
+        raise UsageError(str(error)) from None
+    if options.dry_run:
+        return 0
+    print(summarize(outcomes))
+    if options.leaderboard:
+        from leaderboards import render_leaderboards
+
+        written = render_leaderboards(grid.store.root)
+        print(written["leaderboard.md"].read_text())
+        for name, path in written.items():
+            print(f"{name}: {path}")
+    print(f"results: {grid.store.root}/<task>/<pair>/<method>/seed<k>/  wall time {time.perf_counter() - started:.0f} s")
+    return 1 if any(o.status in FAILED_STATUSES for o in outcomes) else 0
+
+
+def _run_with_workers(grid: Any, workers: int | None, argv: Sequence[str]) -> list[Any]:
+    """``--executor gpus``: the grid spread over worker processes; the outcomes as the result store records them."""
+    import torch
+
+    from benchmark.executors import run_workers, worker_environments
+
+    try:
+        environments = worker_environments(workers, torch.cuda.device_count(), os.cpu_count() or 1)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(f"executor gpus: {len(environments)} workers")
+    for index, code in enumerate(run_workers(argv, environments)):
+        if code not in (0, 1):  # 1 is "a cell failed", which the store reports per cell
+            print(f"worker {index} exited with code {code}")
+    return grid.stored_outcomes()

@@ -1,0 +1,122 @@
+"""What every cell of one task and pair shares, computed once: prompt formats, the teacher as used, the data
+fingerprint, the example subsets, and each cell's config (whose hash decides whether a finished cell is reused)."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.collate import ViewEncoder
+from benchmark.config import Settings, hashed_fields
+from benchmark.models import ModelSpec
+from benchmark.pairs import Pair
+from benchmark.prompting import PromptFormat
+from benchmark.store import TEACHER, CellKey
+from benchmark.teacher import resolve_teacher_spec
+from methods.base import Method
+from tasks.base import Example, Task
+from tasks.registry import data_fingerprint
+
+SUBSET_SEED = 1234  # fixed: every method and seed sees the same train/eval subsets
+
+
+def subset(examples: list[Example], limit: int | None) -> list[Example]:
+    """The first ``limit`` examples of a fixed-seed shuffle (all of them, in file order, when unlimited)."""
+    if limit is None or limit >= len(examples):
+        return examples
+    order = list(range(len(examples)))
+    random.Random(SUBSET_SEED).shuffle(order)
+    return [examples[i] for i in sorted(order[:limit])]
+
+
+def precision() -> str:
+    """How the numbers are computed on this machine: fp32 on a CPU; bf16 autocast (student) and a bf16 teacher on
+    a GPU. Part of every cell's config, so a CPU result is never reused as a GPU one."""
+    return "bf16" if torch.cuda.is_available() else "fp32"
+
+
+@dataclass(frozen=True)
+class TaskPairContext:
+    """One task and one pair under one run's settings."""
+
+    task: Task
+    pair: Pair
+    settings: Settings
+    cache_dir: Path
+    student_format: PromptFormat
+    teacher_format: PromptFormat
+    teacher_spec: ModelSpec  # the teacher as used: the pair's, or its task-fine-tuned copy (teacher_prep "sft")
+    data_fingerprint: str
+    max_new_tokens: int
+    _subsets: dict[str, list[Example]] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def build(cls, task: Task, pair: Pair, settings: Settings, cache_dir: Path) -> "TaskPairContext":
+        prompt, prep = settings.prompt, settings.teacher.teacher_prep
+        teacher_shots = 0 if prep == "as-is" else (task.default_shots if prompt.teacher_shots is None
+                                                   else prompt.teacher_shots)
+        student_format = PromptFormat(pair.student.prompt_style, prompt.student_shots,
+                                      max_prompt_tokens=prompt.max_prompt_tokens)
+        teacher_format = PromptFormat(pair.teacher.prompt_style, teacher_shots,
+                                      max_prompt_tokens=prompt.max_prompt_tokens)
+        fingerprint = data_fingerprint(task)
+        return cls(
+            task=task, pair=pair, settings=settings, cache_dir=cache_dir,
+            student_format=student_format, teacher_format=teacher_format,
+            teacher_spec=resolve_teacher_spec(pair, task.name, fingerprint, teacher_format, settings, cache_dir),
+            data_fingerprint=fingerprint, max_new_tokens=settings.eval.max_new_tokens or task.max_new_tokens,
+        )
+
+    def encoder(self, tokenizer: Any, fmt: PromptFormat) -> ViewEncoder:
+        """Encodes this task's examples for one model: its tokenizer and prompt format (shots from the train split)."""
+        return ViewEncoder(self.task, tokenizer, fmt, self.train_pool(), self.settings.data.max_answer_tokens)
+
+    # -- examples ------------------------------------------------------------------------------------------------
+    def train_pool(self) -> list[Example]:
+        """The whole train split: the training subset and the prompts' shots come from it."""
+        return self.task.load("train")
+
+    def train_set(self) -> list[Example]:
+        return self._subset("train", self.settings.data.limit_train)
+
+    def test_set(self) -> list[Example]:
+        return self._subset("test", self.settings.data.limit_eval)
+
+    def _subset(self, split: str, limit: int | None) -> list[Example]:
+        if split not in self._subsets:
+            self._subsets[split] = subset(self.task.load(split), limit)  # type: ignore[arg-type]
+        return self._subsets[split]
+
+    # -- the cell's config ---------------------------------------------------------------------------------------
+    def cell_config(self, key: CellKey, method: Method | None) -> dict[str, Any]:
+        """Everything that determines a cell's numbers, from the settings tree and the resolved context.
+
+        Reference cells (teacher, untrained student) depend only on the evaluation side; a trained cell adds the
+        method, its teacher and every training setting.
+        """
+        s = self.settings
+        is_teacher = key.method == TEACHER
+        config: dict[str, Any] = {
+            "cell": {"task": key.task, "pair": key.pair, "method": key.method, "seed": key.seed},
+            "role": "teacher" if is_teacher else "student",
+            "headline_metric": self.task.metric,
+            "higher_is_better": self.task.scorer.higher_is_better,
+            "data": self.data_fingerprint,
+            "model": (self.teacher_spec if is_teacher else self.pair.student).fingerprint(),
+            "eval": {**hashed_fields(s.eval), "max_new_tokens": self.max_new_tokens,
+                     "limit_eval": s.data.limit_eval},
+            "eval_prompt": (self.teacher_format if is_teacher else self.student_format).key(),
+            "precision": precision(),
+        }
+        if method is None:
+            return config
+        return config | {
+            "method": {"config": method.config.to_dict(), "teacher_needs": method.teacher_needs},
+            "train": hashed_fields(s.train),
+            "train_data": hashed_fields(s.data),
+            "teacher": {**hashed_fields(s.teacher), "model": self.teacher_spec.fingerprint(),
+                        "prompt": self.teacher_format.key()},
+        }

@@ -1,0 +1,179 @@
+"""The grid of a run: enumerate its cells, skip what is done, take each cell's lock, record failures, go on.
+
+Per task and pair the grid has two reference cells, ``teacher`` and ``untrained`` (seed 0), then one cell per
+method and seed. What a cell does is :class:`benchmark.recipe.CellRecipe`'s business; the grid only decides
+whether it runs. A cell holding ``DONE`` with the same config hash is skipped; a cell that fails (exception,
+non-finite loss, out of memory) gets ``FAILED.json`` and the grid goes on.
+"""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+from benchmark.context import TaskPairContext
+from benchmark.executors import RUN_STARTED_ENV
+from benchmark.pairs import PAIRS, pair_status
+from benchmark.recipe import CellOptions, CellRecipe
+from benchmark.resolve import RunConfig
+from benchmark.store import REFERENCE_METHODS, Cell, CellKey, Store, config_hash
+from benchmark.teacher import Teachers
+from methods.base import Method
+from methods.registry import METHODS
+from tasks.base import Task
+from tasks.registry import TASKS
+
+FAILED_STATUSES = ("failed", "missing")  # outcomes that make the run exit with status 1
+
+
+@dataclass
+class CellOutcome:
+    key: CellKey
+    status: str  # "done", "cached", "failed", "locked"; "missing" when no worker finished the cell
+    reason: str = ""
+    wall_time_s: float = 0.0
+
+
+class Grid:
+    def __init__(self, run: RunConfig, log: Callable[[str], None] = print) -> None:
+        self.run_config, self.log = run, log
+        self.store = Store(run.options.output)
+        self.teachers = Teachers(run.cache_dir, log)
+        self.cell_options = CellOptions(budget=run.budget, save_students=run.options.save_students)
+        # One start time for all workers of a run: ``--force`` re-runs what was done before it, not what they did.
+        self.started = float(os.environ.get(RUN_STARTED_ENV) or time.time())
+        self._tasks: dict[str, Task] = {}
+        self._contexts: dict[tuple[str, str], TaskPairContext] = {}
+
+    # -- enumeration ---------------------------------------------------------------------------------------------
+    def reachable_pairs(self) -> tuple[list[str], dict[str, str]]:
+        """Requested pairs that can run here, and the reason for each that cannot."""
+        runnable, skipped = [], {}
+        for name in self.run_config.pairs:
+            reason = pair_status(PAIRS.get(name), self.run_config.cache_dir)
+            if reason:
+                skipped[name] = reason
+            else:
+                runnable.append(name)
+        return runnable, skipped
+
+    def cells(self, pairs: list[str]) -> list[CellKey]:
+        keys = []
+        for task in self.run_config.tasks:
+            for pair in pairs:
+                keys += [CellKey(task, pair, reference, 0) for reference in REFERENCE_METHODS]
+                keys += [CellKey(task, pair, method, seed)
+                         for method in self.run_config.methods for seed in self.run_config.seeds]
+        return keys
+
+    def context(self, task: str, pair: str) -> TaskPairContext:
+        """What the cells of ``task`` and ``pair`` share, computed once."""
+        if task not in self._tasks:
+            self._tasks[task] = TASKS.get(task)(self.run_config.data_dir)
+        if (task, pair) not in self._contexts:
+            self._contexts[task, pair] = TaskPairContext.build(
+                self._tasks[task], PAIRS.get(pair), self.run_config.settings, self.run_config.cache_dir)
+        return self._contexts[task, pair]
+
+    def method(self, key: CellKey) -> Method | None:
+        """A fresh instance of the cell's method with the run's config (None for reference cells)."""
+        if key.is_reference:
+            return None
+        return METHODS.get(key.method)(self.run_config.method_configs[key.method])
+
+    # -- running -------------------------------------------------------------------------------------------------
+    def run(self, dry_run: bool = False) -> list[CellOutcome]:
+        pairs, skipped = self.reachable_pairs()
+        self.store.record_skipped(self.run_config.pairs, skipped)
+        for name, reason in skipped.items():
+            self.log(f"skipped pair {name}: {reason}")
+        self._note_older_cells()
+        keys = self.cells(pairs)
+        if dry_run:
+            for key in keys:
+                self.log(f"{'done' if self._is_done(key) else 'todo':5s} {key}")
+            self.log(f"{len(keys)} cells, {len(skipped)} skipped pairs")
+            return []
+        outcomes = []
+        for number, key in enumerate(keys, 1):
+            self.log(f"[{number}/{len(keys)}] {key}")
+            outcome = self.run_cell(key)
+            if outcome.status == "failed":
+                self.log(f"  FAILED: {outcome.reason}")
+            elif outcome.status != "done":
+                self.log(f"  {outcome.status}")
+            outcomes.append(outcome)
+        return outcomes
+
+    def run_cell(self, key: CellKey) -> CellOutcome:
+        ctx, method = self.context(key.task, key.pair), self.method(key)
+        config = ctx.cell_config(key, method)
+        digest, cell = config_hash(config), self.store.cell(key)
+        if self._reusable(cell, digest):
+            return CellOutcome(key, "cached")
+        lock = cell.lock()
+        if not lock.acquire():
+            return CellOutcome(key, "locked", "another process is running this cell")
+        started = time.perf_counter()
+        try:
+            if self._reusable(cell, digest):  # another process finished it between the check and the lock
+                return CellOutcome(key, "cached")
+            if self.run_config.options.force:
+                cell.discard_training_state()
+            cell.start(config)
+            wall = CellRecipe(ctx, cell, method, self.teachers, self.cell_options, digest).run()
+            return CellOutcome(key, "done", wall_time_s=wall)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # a failing cell is recorded and the grid goes on
+            reason = cell.record_failure(error)
+            if self.run_config.options.exit_on_error:
+                raise
+            self.log(traceback.format_exc(limit=3).rstrip())
+            return CellOutcome(key, "failed", reason, time.perf_counter() - started)
+        finally:
+            lock.release()
+
+    def stored_outcomes(self) -> list[CellOutcome]:
+        """Every cell's outcome as the result store holds it, e.g. after worker processes ran the grid."""
+        pairs, _ = self.reachable_pairs()
+        outcomes = []
+        for key in self.cells(pairs):
+            cell = self.store.cell(key)
+            if self._is_done(key):
+                outcomes.append(CellOutcome(key, "done"))
+            elif cell.has_failed():
+                outcomes.append(CellOutcome(key, "failed", cell.failure_reason()))
+            else:
+                outcomes.append(CellOutcome(key, "missing", "no worker finished this cell"))
+        return outcomes
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def _is_done(self, key: CellKey) -> bool:
+        ctx = self.context(key.task, key.pair)
+        return self.store.cell(key).is_done(config_hash(ctx.cell_config(key, self.method(key))))
+
+    def _reusable(self, cell: Cell, digest: str) -> bool:
+        """Finished with this config, and not to be forced: ``--force`` re-runs cells finished before this run
+        began, not those a concurrent worker finished since."""
+        if not cell.is_done(digest):
+            return False
+        return not self.run_config.options.force or (cell.done_time() or 0.0) >= self.started
+
+    def _note_older_cells(self) -> None:
+        older = self.store.older_format_cells()
+        if older:
+            self.log(f"{len(older)} finished cells in {self.store.root} were written by an older store format; "
+                     "`leaderboard` still reads them, but this run cannot match their configs and re-runs them "
+                     "(pass --output to keep them apart)")
+
+
+def summarize(outcomes: list[CellOutcome]) -> str:
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    lines = [", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no cells"]
+    lines += [f"  {o.status} {o.key}: {o.reason}" for o in outcomes if o.status in FAILED_STATUSES]
+    return "\n".join(lines)

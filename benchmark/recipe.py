@@ -1,0 +1,136 @@
+"""One cell, top to bottom: prepare the teacher signal, train, evaluate, record.
+
+A cell is a task × pair × method × seed. The two reference cells of each task and pair (``teacher``, and
+``untrained``: the student before training) only evaluate. Every other cell trains a fresh student with one method
+and evaluates it. Everything a cell shares with the other cells of its task and pair comes in a
+:class:`~benchmark.context.TaskPairContext`; the teacher side comes from :class:`~benchmark.teacher.Teachers`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from benchmark.collate import PairCollator
+from benchmark.context import TaskPairContext
+from benchmark.evaluation import EvalResult, evaluate
+from benchmark.harness import TeacherSource, TrainStats, train
+from benchmark.memory import PeakMemory
+from benchmark.models import load_model
+from benchmark.pair_cache import CachedPairResources
+from benchmark.prompting import PromptFormat
+from benchmark.provenance import environment_info
+from benchmark.store import TEACHER, UNTRAINED, Cell
+from benchmark.teacher import Teachers
+from methods.base import Method
+from tasks.base import Example
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What training a cell's student takes: the student, its training examples with their targets (reference or
+    teacher answers), both tokenized views (the collator) and the teacher signal (None, a cache or a live teacher)."""
+
+    student: Any
+    student_tokenizer: Any
+    collator: PairCollator
+    examples: list[Example]
+    answers: list[str]
+    teacher: TeacherSource | None
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """How a run treats its cells beyond their config (never part of a cell's hash)."""
+
+    budget: str  # the budget preset the settings started from, recorded in run.json
+    save_students: bool = False
+
+
+class CellRecipe:
+    """Runs one cell and writes its results into its store directory."""
+
+    def __init__(self, ctx: TaskPairContext, cell: Cell, method: Method | None, teachers: Teachers,
+                 options: CellOptions, config_hash: str) -> None:
+        self.ctx, self.cell, self.method, self.teachers = ctx, cell, method, teachers
+        self.options, self.config_hash = options, config_hash
+        self.key = cell.key
+
+    def run(self) -> float:
+        """Run the cell to its ``DONE`` marker; returns its wall time in seconds."""
+        started, memory = time.perf_counter(), PeakMemory()
+        if self.key.method == TEACHER:
+            result, facts = self.evaluate(*self.teachers.model(self.ctx), self.ctx.teacher_format), {}
+        elif self.key.method == UNTRAINED:
+            result, facts = self.evaluate(*self.fresh_student(), self.ctx.student_format), {}
+        else:
+            setup = self.setup_training()  # 1. the student and the teacher signal
+            stats = self.train(setup)  # 2. training
+            result = self.evaluate(setup.student, setup.student_tokenizer, self.ctx.student_format)  # 3. evaluation
+            facts = {"train": asdict(stats), "n_train": len(setup.examples), "tokens_per_s": stats.tokens_per_s}
+        wall = time.perf_counter() - started
+        self.cell.finish(result.metrics, result.predictions, self._run_info(result, facts, wall, memory))  # 4.
+        self.cell.remove_checkpoint()  # only now: a crash before DONE resumes from the final checkpoint
+        return wall
+
+    # -- the steps -----------------------------------------------------------------------------------------------
+    def fresh_student(self) -> tuple[Any, Any]:
+        """The student model and tokenizer before training (its initial weights seeded by the cell's seed)."""
+        torch.manual_seed(self.key.seed)
+        return load_model(self.ctx.pair.student, cache_dir=self.ctx.cache_dir)
+
+    def setup_training(self) -> TrainingSetup:
+        """A fresh student, both views of the training examples, their targets and the teacher signal the method
+        declares it needs (the top-k cache is built here on first use)."""
+        ctx, method = self.ctx, self.method
+        assert method is not None, "reference cells do not train"
+        student, student_tokenizer = self.fresh_student()
+        if method.same_tokenizer_only and not ctx.pair.same_tokenizer:
+            raise ValueError(f"method {method.name!r} needs a pair sharing one tokenizer; {ctx.pair.name!r} does not")
+        teacher_tokenizer = self.teachers.tokenizer(ctx)
+        collator = PairCollator(self.ctx.encoder(student_tokenizer, ctx.student_format),
+                                self.ctx.encoder(teacher_tokenizer, ctx.teacher_format))
+        examples, answers = self._training_targets(method)
+        teacher = self.teachers.signal(method, ctx, collator, examples, answers)
+        method.prepare(CachedPairResources(student_tokenizer, teacher_tokenizer, ctx.cache_dir))
+        return TrainingSetup(student, student_tokenizer, collator, examples, answers, teacher)
+
+    def train(self, setup: TrainingSetup) -> TrainStats:
+        """Train the setup's student in place (resuming from the cell's checkpoint); saved into the cell with
+        ``--save-students``."""
+        assert self.method is not None
+        stats = train(setup.student, self.method, setup.examples, setup.collator, self.ctx.settings.train,
+                      self.key.seed, self.cell.checkpoint_dir, self.cell.train_log, setup.teacher, setup.answers)
+        if self.options.save_students:
+            setup.student.save_pretrained(self.cell.student_dir)
+            setup.student_tokenizer.save_pretrained(self.cell.student_dir)
+        return stats
+
+    def evaluate(self, model: Any, tokenizer: Any, fmt: PromptFormat) -> EvalResult:
+        """Greedy generation on the evaluation subset, scored with the task's metric."""
+        return evaluate(model, self.ctx.encoder(tokenizer, fmt), self.ctx.test_set(), self.ctx.max_new_tokens,
+                        self.ctx.settings.eval.eval_batch_size, desc=f"eval {self.key.method}")
+
+    def _training_targets(self, method: Method) -> tuple[list[Example], list[str]]:
+        """The training subset and its targets: the reference answers, or the teacher's (SeqKD) with empty
+        generations dropped (ULD ``process.py``)."""
+        examples = self.ctx.train_set()
+        if method.teacher_needs != "text":
+            return examples, [e.answer for e in examples]
+        answers = self.teachers.answers(self.ctx, examples)
+        kept = [i for i, answer in enumerate(answers) if answer.strip()]
+        return [examples[i] for i in kept], [answers[i] for i in kept]
+
+    # -- what run.json records -----------------------------------------------------------------------------------
+    def _run_info(self, result: EvalResult, facts: dict[str, Any], wall: float, memory: PeakMemory) -> dict[str, Any]:
+        return {
+            **environment_info(), **facts,
+            "config_hash": self.config_hash, "budget": self.options.budget,
+            "settings": self.ctx.settings.to_dict(), "seed": self.key.seed,
+            "student_prompt": self.ctx.student_format.key(), "teacher_prompt": self.ctx.teacher_format.key(),
+            "wall_time_s": wall, **memory.read(), "eval": result.stats,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+

@@ -1,0 +1,340 @@
+"""Every teacher source of a run, in one place: the frozen model (loaded once, kept while consecutive cells use it),
+its task-fine-tuned copy (``teacher_prep sft``), the top-k output cache, the generated answers (SeqKD), and the live
+teacher's logits and hidden states. Every cached entry is keyed by :func:`teacher_key`.
+
+* Top-k cache: per teacher × task split × prompt format, the teacher's top-k logits, their ids and the
+  full-vocabulary log-normaliser at every answer row (so log-probabilities and the tail mass are exact), in one
+  safetensors file plus a manifest. Methods whose ``teacher_needs`` is ``topk_logits`` train from it without
+  loading the teacher.
+* Text cache: the teacher's greedy answers for SeqKD, appended as they are generated so a crash loses nothing.
+
+A stale or partial entry is detected (its manifest holds the full key and the data size) and rebuilt, never used.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from benchmark.build_lock import build_lock
+from benchmark.collate import PairCollator, ViewEncoder
+from benchmark.config import Settings, hashed_fields
+from benchmark.digest import canonical_json, digest
+from benchmark.evaluation import generate
+from benchmark.files import write_atomic
+from benchmark.harness import TeacherSource, train
+from benchmark.models import ModelSpec, load_model, load_tokenizer
+from benchmark.pairs import Pair
+from benchmark.prompting import PromptFormat
+from methods.base import Method
+from methods.batch import DistillBatch, TeacherOutputs
+from tasks.base import Example
+
+if TYPE_CHECKING:
+    from benchmark.context import TaskPairContext
+
+
+class StaleCacheError(RuntimeError):
+    """Cached teacher rows do not match the batch they are asked for."""
+
+
+def on_gpu() -> bool:
+    return torch.cuda.is_available()
+
+
+def tokenizer_hash(tokenizer: Any) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    special = sorted(map(str, tokenizer.all_special_tokens))
+    return digest([vocab, special], short=True)
+
+
+def teacher_key(kind: str, teacher: ModelSpec, task: str, data: str, prompt: PromptFormat, max_answer_tokens: int,
+                **extra: Any) -> dict[str, Any]:
+    """The key of every cached teacher source: which teacher read which data through which prompt, and what ``kind``
+    of output (``topk``, ``text``, ``sft-teacher``) with its own parameters (``extra``)."""
+    return {"kind": kind, "teacher": teacher.fingerprint(), "task": task, "data": data, "prompt": prompt.key(),
+            "max_answer_tokens": max_answer_tokens, **extra}
+
+
+def resolve_teacher_spec(pair: Pair, task: str, data: str, fmt: PromptFormat, settings: Settings,
+                         cache_dir: Path) -> ModelSpec:
+    """The teacher as used for ``task``: the pair's teacher, or (``teacher_prep sft``) its copy fine-tuned on the
+    task, a local model under ``<cache_dir>/teachers/<key>/`` built by :meth:`Teachers.model` on first use."""
+    if settings.teacher.teacher_prep != "sft":
+        return pair.teacher
+    key = teacher_key("sft-teacher", pair.teacher, task, data, fmt, settings.data.max_answer_tokens,
+                      train=hashed_fields(settings.train), limit_train=settings.data.limit_train)
+    directory = Path(cache_dir) / "teachers" / digest(key, short=True)
+    return ModelSpec(f"{pair.teacher.name} (SFT on {task})", "local", str(directory / "model"),
+                     prompt_style=pair.teacher.prompt_style)
+
+
+class LiveTeacher:
+    """Runs the frozen teacher on the teacher view of each batch.
+
+    Only the answer rows go through the output head: a 152k-vocabulary head over every prompt position would
+    cost gigabytes per batch and most of the teacher's time.
+    """
+
+    def __init__(self, model: Any, hidden_states: bool = False, bf16: bool = False) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.hidden_states, self.bf16 = hidden_states, bf16
+
+    @torch.no_grad()
+    def outputs(self, batch: DistillBatch) -> TeacherOutputs:
+        device = next(self.model.parameters()).device
+        view = batch.teacher.to(device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            hidden = self.model.base_model(input_ids=view.input_ids, attention_mask=view.attention_mask).last_hidden_state
+            rows = self.model.get_output_embeddings()(view.gather_answer_rows(hidden)).float()
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        if softcap:
+            rows = torch.tanh(rows / softcap) * softcap
+        return TeacherOutputs(mask=view.answer_mask, logits=rows, vocab_size=rows.size(-1),
+                              hidden_states=hidden.float() if self.hidden_states else None)
+
+
+class Teachers:
+    """The teacher side of a run: serves each cell the teacher signal its method declares it needs."""
+
+    def __init__(self, cache_dir: Path, log: Callable[[str], None] = print, outputs_dir: Path | None = None) -> None:
+        """``cache_dir`` holds the models; the cached teacher outputs go to ``outputs_dir`` (default
+        ``<cache_dir>/teacher``)."""
+        self.cache_dir, self.log = Path(cache_dir), log
+        self.outputs_dir = Path(outputs_dir) if outputs_dir is not None else self.cache_dir / "teacher"
+        self._loaded: tuple[str, Any, Any] | None = None  # (spec fingerprint, model, tokenizer)
+
+    # -- the model -----------------------------------------------------------------------------------------------
+    def model(self, ctx: "TaskPairContext") -> tuple[Any, Any]:
+        """The teacher model and tokenizer as used for the context's task, loaded once and kept while cells use it."""
+        spec = ctx.teacher_spec
+        if self._loaded is None or self._loaded[0] != spec.fingerprint():
+            self._loaded = None  # free the previous teacher before loading the next
+            if spec.source == "local" and not (Path(spec.ref).parent / "DONE").exists():
+                self._fine_tune(ctx, Path(spec.ref).parent)
+            model, tokenizer = load_model(spec, cache_dir=self.cache_dir, device="cuda" if on_gpu() else "cpu",
+                                          dtype=torch.bfloat16 if on_gpu() else torch.float32)
+            self._loaded = (spec.fingerprint(), model.eval().requires_grad_(False), tokenizer)
+        return self._loaded[1], self._loaded[2]
+
+    def tokenizer(self, ctx: "TaskPairContext") -> Any:
+        """The teacher's tokenizer without loading its weights (a cached teacher may never need them)."""
+        if self._loaded is not None and self._loaded[0] == ctx.teacher_spec.fingerprint():
+            return self._loaded[2]
+        return load_tokenizer(ctx.pair.teacher, cache_dir=self.cache_dir)
+
+    def _fine_tune(self, ctx: "TaskPairContext", directory: Path) -> None:
+        """Teacher preparation ``sft``: train the teacher on the task once; every method and seed reuses it."""
+        from methods.baselines import SFT
+
+        self.log(f"  fine-tuning teacher {ctx.pair.teacher.name} on {ctx.task.name} (cached in {directory})")
+        model, tokenizer = load_model(ctx.pair.teacher, cache_dir=self.cache_dir, device="cuda" if on_gpu() else "cpu")
+        train(model, SFT(), ctx.train_set(), PairCollator(ctx.encoder(tokenizer, ctx.teacher_format), None),
+              ctx.settings.train, 0,
+              directory / "checkpoint", directory / "train_log.jsonl")
+        model.save_pretrained(directory / "model")
+        tokenizer.save_pretrained(directory / "model")
+        write_atomic(directory / "DONE", "")
+
+    # -- signals -------------------------------------------------------------------------------------------------
+    def key(self, ctx: "TaskPairContext", kind: str, **extra: Any) -> dict[str, Any]:
+        """:func:`teacher_key` for the context's teacher, with its tokenizer's hash."""
+        return teacher_key(kind, ctx.teacher_spec, ctx.task.name, ctx.data_fingerprint, ctx.teacher_format,
+                           ctx.settings.data.max_answer_tokens, tokenizer=tokenizer_hash(self.tokenizer(ctx)), **extra)
+
+    def signal(self, method: Method, ctx: "TaskPairContext", collator: PairCollator, examples: list[Example],
+               answers: list[str]) -> TeacherSource | None:
+        """The teacher outputs ``method`` trains on: none, the top-k cache (built first if needed), or the live
+        teacher (full logits, hidden states)."""
+        needs = method.teacher_needs
+        if needs in ("none", "text"):
+            return None
+        live = lambda: LiveTeacher(self.model(ctx)[0], hidden_states=needs == "hidden_states", bf16=on_gpu())  # noqa: E731
+        if needs != "topk_logits":
+            return live()
+        k = ctx.settings.teacher.topk
+        if method.topk_needed > k:
+            raise ValueError(f"method {method.name!r} needs teacher top-{method.topk_needed} but the cache keeps "
+                             f"top-{k}; raise --topk")
+        key = self.key(ctx, "topk", k=k, examples=examples_digest(examples, answers))
+        return ensure_topk_cache(self.outputs_dir, key, live, collator, examples, answers,
+                                 ctx.settings.eval.eval_batch_size)
+
+    def answers(self, ctx: "TaskPairContext", examples: list[Example]) -> list[str]:
+        """The teacher's greedy answers for ``examples`` (SeqKD targets), generated once and cached."""
+        key = self.key(ctx, "text", ids=[e.id for e in examples], max_new_tokens=ctx.max_new_tokens)
+
+        def load() -> tuple[Any, ViewEncoder]:
+            model, tokenizer = self.model(ctx)
+            return model, ctx.encoder(tokenizer, ctx.teacher_format)
+
+        return teacher_answers(self.outputs_dir, key, load, examples, ctx.max_new_tokens,
+                               ctx.settings.eval.eval_batch_size)
+
+
+def examples_digest(examples: Sequence[Example], answers: Sequence[str]) -> str:
+    return digest([[e.id for e in examples], list(answers)], short=True)
+
+
+class TopkCache:
+    """Loads or builds the top-k teacher outputs for a fixed list of examples; serves batches as TeacherOutputs."""
+
+    def __init__(self, root: Path, key: dict[str, Any]) -> None:
+        self.key = key
+        self.dir = Path(root) / "topk" / digest(key, short=True)
+        self._rows: dict[str, torch.Tensor] | None = None
+        self._index: dict[str, int] = {}
+
+    @property
+    def k(self) -> int:
+        return int(self.key["k"])
+
+    def is_complete(self) -> bool:
+        manifest = self.dir / "manifest.json"
+        data = self.dir / "topk.safetensors"
+        if not manifest.exists() or not data.exists():
+            return False
+        try:
+            meta = json.loads(manifest.read_text())
+        except json.JSONDecodeError:
+            return False
+        return meta.get("key") == json.loads(canonical_json(self.key)) and meta.get("bytes") == data.stat().st_size
+
+    def build(self, teacher: LiveTeacher, collator: PairCollator, examples: Sequence[Example],
+              answers: Sequence[str], batch_size: int) -> None:
+        """Run the teacher over every example and write the cache (data first, manifest last)."""
+        logits_rows, id_rows, lse_rows, starts = [], [], [], [0]
+        for start in tqdm(range(0, len(examples), batch_size), desc="teacher top-k cache", unit="batch", leave=False):
+            batch = collator(examples[start : start + batch_size], answers[start : start + batch_size])
+            out = teacher.outputs(batch)
+            assert out.logits is not None
+            values, ids = torch.topk(out.logits, self.k, dim=-1)
+            lse = torch.logsumexp(out.logits, dim=-1)
+            lengths = (batch.teacher.labels != -100).sum(1).tolist()
+            for b, n in enumerate(lengths):
+                logits_rows.append(values[b, :n].cpu())
+                id_rows.append(ids[b, :n].to(torch.int32).cpu())
+                lse_rows.append(lse[b, :n].cpu())
+                starts.append(starts[-1] + n)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            "topk_logits": torch.cat(logits_rows).float().contiguous(),
+            "topk_ids": torch.cat(id_rows).contiguous(),
+            "logsumexp": torch.cat(lse_rows).float().contiguous(),
+            "row_start": torch.tensor(starts, dtype=torch.int64),
+        }
+        tmp = self.dir / "topk.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(self.dir / "topk.safetensors")
+        manifest = {
+            "key": json.loads(canonical_json(self.key)),
+            "ids": [e.id for e in examples],
+            "rows": int(starts[-1]),
+            "vocab_size": out.vocab_size,
+            "bytes": (self.dir / "topk.safetensors").stat().st_size,
+        }
+        write_atomic(self.dir / "manifest.json", json.dumps(manifest))
+
+    def size_bytes(self) -> int:
+        return (self.dir / "topk.safetensors").stat().st_size
+
+    def _load(self) -> dict[str, torch.Tensor]:
+        if self._rows is None:
+            if not self.is_complete():
+                raise StaleCacheError(f"teacher cache {self.dir} is missing, partial or stale")
+            self._rows = load_file(str(self.dir / "topk.safetensors"))
+            meta = json.loads((self.dir / "manifest.json").read_text())
+            self._index = {example_id: i for i, example_id in enumerate(meta["ids"])}
+            self._vocab_size = int(meta["vocab_size"])
+        return self._rows
+
+    def outputs(self, batch: DistillBatch) -> TeacherOutputs:
+        rows = self._load()
+        view = batch.teacher
+        width = view.answer_ids.size(1)
+        device = view.answer_ids.device
+        topk_logits = torch.full((len(batch.ids), width, self.k), float("-inf"))
+        topk_ids = torch.zeros((len(batch.ids), width, self.k), dtype=torch.long)
+        logsumexp = torch.zeros((len(batch.ids), width))
+        lengths = (view.labels != -100).sum(1).tolist()
+        for b, example_id in enumerate(batch.ids):
+            if example_id not in self._index:
+                raise StaleCacheError(f"example {example_id!r} is not in teacher cache {self.dir}")
+            i = self._index[example_id]
+            start, end = int(rows["row_start"][i]), int(rows["row_start"][i + 1])
+            if end - start != lengths[b]:
+                raise StaleCacheError(
+                    f"teacher cache {self.dir} has {end - start} rows for {example_id!r}, the batch has {lengths[b]} answer tokens"
+                )
+            topk_logits[b, : end - start] = rows["topk_logits"][start:end]
+            topk_ids[b, : end - start] = rows["topk_ids"][start:end].long()
+            logsumexp[b, : end - start] = rows["logsumexp"][start:end]
+        # Masked rows get a harmless finite distribution (uniform over the k slots).
+        topk_logits = torch.where(view.answer_mask.cpu().unsqueeze(-1), topk_logits, torch.zeros_like(topk_logits))
+        return TeacherOutputs(
+            mask=view.answer_mask,
+            topk_logits=topk_logits.to(device),
+            topk_ids=topk_ids.to(device),
+            logsumexp=logsumexp.to(device),
+            vocab_size=self._vocab_size,
+        )
+
+
+def ensure_topk_cache(
+    root: Path,
+    key: dict[str, Any],
+    load_teacher: Callable[[], LiveTeacher],
+    collator: PairCollator,
+    examples: Sequence[Example],
+    answers: Sequence[str],
+    batch_size: int,
+) -> TopkCache:
+    """The cache for ``key``, built first (loading the teacher) when missing, partial or stale."""
+    cache = TopkCache(root, key)
+    if not cache.is_complete():
+        with build_lock(cache.dir):
+            if not cache.is_complete():  # another worker may have built it while this one waited
+                cache.build(load_teacher(), collator, examples, answers, batch_size)
+    return cache
+
+
+def teacher_answers(
+    root: Path,
+    key: dict[str, Any],
+    load_teacher: Callable[[], tuple[Any, ViewEncoder]],
+    examples: Sequence[Example],
+    max_new_tokens: int,
+    batch_size: int,
+    chunk: int = 32,
+) -> list[str]:
+    """The teacher's greedy answers for ``examples`` (SeqKD targets), generated once and appended chunk by chunk."""
+    path = Path(root) / "text" / f"{digest(key, short=True)}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with build_lock(path):  # one worker generates; the others wait, then read its answers
+        done: dict[str, str] = {}
+        if path.exists():
+            text = path.read_text(encoding="utf-8")
+            if text and not text.endswith("\n"):
+                # A torn last line from a crash: cut it off so appends start on a clean line.
+                text = text[: text.rfind("\n") + 1]
+                path.write_text(text, encoding="utf-8")
+            for line in text.splitlines():
+                row = json.loads(line)
+                done[row["id"]] = row["answer"]
+        todo = [e for e in examples if e.id not in done]
+        if todo:
+            model, encoder = load_teacher()
+            with open(path, "a", encoding="utf-8") as handle:
+                for start in tqdm(range(0, len(todo), chunk), desc="teacher answers", unit="chunk", leave=False):
+                    part = todo[start : start + chunk]
+                    texts, _ = generate(model, encoder.tokenizer, [encoder.prompt_text(e) for e in part],
+                                        max_new_tokens, batch_size)
+                    for example, text in zip(part, texts):
+                        done[example.id] = text
+                        handle.write(json.dumps({"id": example.id, "answer": text}, ensure_ascii=False) + "\n")
+                    handle.flush()
+        return [done[e.id] for e in examples]
