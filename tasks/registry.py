@@ -10,7 +10,10 @@ from pathlib import Path
 from benchmark.registry import Registry
 from tasks.base import TASKS, Task, require_file
 
-__all__ = ["TASKS", "BUILTIN_TASK_MODULES", "load_tasks", "default_data_dir", "data_fingerprint"]
+__all__ = [
+    "TASKS", "BUILTIN_TASK_MODULES", "load_tasks", "default_data_dir", "user_data_dir", "resolve_data_dir",
+    "data_fingerprint",
+]
 
 # Modules whose import registers the built-in tasks (each decorates its class with @TASKS.register).
 BUILTIN_TASK_MODULES = ("tasks.qed", "tasks.squad", "tasks.fairytaleqa", "tasks.pubmedqa", "tasks.dialogsum")
@@ -30,6 +33,21 @@ def default_data_dir() -> Path | None:
         return Path(os.environ[DATA_DIR_ENV])
     shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
     return shared if shared.is_dir() else None
+
+
+def user_data_dir() -> Path:
+    """The per-user folder that fetched data goes to: ``$XDG_CACHE_HOME/ctkd-bench/data``, else
+    ``~/.cache/ctkd-bench/data``."""
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home) / "ctkd-bench" / "data"
+
+
+def resolve_data_dir(explicit: str | Path | None = None) -> Path:
+    """The data directory of a run: ``explicit`` (``--data-dir``), else :func:`default_data_dir`, else
+    :func:`user_data_dir` (which may not exist yet: ``data fetch`` creates it)."""
+    if explicit is not None:
+        return Path(explicit)
+    return default_data_dir() or user_data_dir()
 
 
 def data_fingerprint(task: Task) -> str:
