@@ -20,8 +20,9 @@ from transformers import HfArgumentParser
 # name -> (module under benchmark.commands, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "train and evaluate the grid of methods × pairs × tasks × seeds (the default command)"),
-    "ls": ("ls", "list registered methods, pairs or tasks, one line each"),
+    "ls": ("ls", "list registered methods, pairs, tasks, or the state of the task data, one line each"),
     "leaderboard": ("leaderboard", "re-render the leaderboards from a result store"),
+    "data": ("data", "fetch the task data that is missing, verified against its release"),
 }
 # Keywords the HF argument parser passes on to ``add_argument``; other field metadata (e.g. a settings field's
 # ``check`` and ``hashed``) is the config tree's own.

@@ -1,4 +1,5 @@
-"""The suite's one digest: SHA-256 over canonical JSON. Every key, fingerprint and config hash is made here.
+"""The suite's one digest: SHA-256 over canonical JSON (every key, fingerprint and config hash is made here), and
+the SHA-256 of a file's bytes (to check data and model files against their pinned releases).
 
 Keys of caches and fingerprints use the short form (``KEY_CHARS`` hex characters: 64 bits, collision-free for any
 number of entries this suite will ever hold); a cell's config hash uses the full digest.
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 KEY_CHARS = 16
@@ -23,3 +25,12 @@ def digest(obj: Any, *, short: bool = False) -> str:
     data = obj if isinstance(obj, bytes) else canonical_json(obj).encode("utf-8")
     hex_digest = hashlib.sha256(data).hexdigest()
     return hex_digest[:KEY_CHARS] if short else hex_digest
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (data files reach tens of MB, model files hundreds)."""
+    checksum = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(chunk):
+            checksum.update(block)
+    return checksum.hexdigest()

@@ -11,7 +11,7 @@ import os
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 from benchmark.context import TaskPairContext
 from benchmark.executors import RUN_STARTED_ENV
@@ -37,11 +37,14 @@ class CellOutcome:
 
 
 class Grid:
-    def __init__(self, run: RunConfig, log: Callable[[str], None] = print) -> None:
+    def __init__(self, run: RunConfig, log: Callable[[str], None] = print,
+                 data_sha256: Mapping[str, str] | None = None) -> None:
+        """``data_sha256``: the verified data files (path under the data directory -> sha256), for run.json."""
         self.run_config, self.log = run, log
         self.store = Store(run.options.output)
         self.teachers = Teachers(run.cache_dir, log)
-        self.cell_options = CellOptions(budget=run.budget, save_students=run.options.save_students)
+        self.cell_options = CellOptions(budget=run.budget, save_students=run.options.save_students,
+                                        data_sha256=dict(data_sha256 or {}))
         # One start time for all workers of a run: ``--force`` re-runs what was done before it, not what they did.
         self.started = float(os.environ.get(RUN_STARTED_ENV) or time.time())
         self._tasks: dict[str, Task] = {}

@@ -24,6 +24,21 @@ def default_data_dir() -> Path | None:
     return shared if shared.is_dir() else None
 
 
+def user_data_dir() -> Path:
+    """The per-user folder that fetched data goes to: ``$XDG_CACHE_HOME/ctkd-bench/data``, else
+    ``~/.cache/ctkd-bench/data``."""
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home) / "ctkd-bench" / "data"
+
+
+def resolve_data_dir(explicit: str | Path | None = None) -> Path:
+    """The data directory of a run: ``explicit`` (``--data-dir``), else :func:`default_data_dir`, else
+    :func:`user_data_dir` (which may not exist yet: ``data fetch`` creates it)."""
+    if explicit is not None:
+        return Path(explicit)
+    return default_data_dir() or user_data_dir()
+
+
 def tokenizer_root() -> Path:
     """``$CTKD_TOKENIZER_DIR``, else ``<repo root>/../shared/tokenizers``."""
     return Path(os.environ.get(TOKENIZER_DIR_ENV) or SHARED_ROOT / "tokenizers")

@@ -8,7 +8,7 @@ and evaluates it. Everything a cell shares with the other cells of its task and 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -47,6 +47,7 @@ class CellOptions:
 
     budget: str  # the budget preset the settings started from, recorded in run.json
     save_students: bool = False
+    data_sha256: dict[str, str] = field(default_factory=dict)  # verified data files: path -> sha256, for run.json
 
 
 class CellRecipe:
@@ -128,6 +129,8 @@ class CellRecipe:
         return {
             **environment_info(), **facts,
             "config_hash": self.config_hash, "budget": self.options.budget,
+            "data_sha256": {path: sha for path, sha in self.options.data_sha256.items()
+                            if path.startswith(f"{self.ctx.task.data_subdir}/")},
             "settings": self.ctx.settings.to_dict(), "seed": self.key.seed,
             "student_prompt": self.ctx.student_format.key(), "teacher_prompt": self.ctx.teacher_format.key(),
             "wall_time_s": wall, **memory.read(), "eval": result.stats,

@@ -15,7 +15,7 @@ from benchmark.cli import Parser, UsageError, split_names
 from benchmark.config import (
     SECTION_TYPES, ConfigError, RunOptions, Settings, budget_settings, default_budget_name, section_type,
 )
-from benchmark.paths import default_cache_dir, default_data_dir
+from benchmark.paths import default_cache_dir, resolve_data_dir
 from benchmark.registry import Registry, RegistryError
 from methods.base import MethodConfig
 
@@ -52,9 +52,10 @@ def resolve_run(options: RunOptions, flag_settings: Mapping[str, Any]) -> RunCon
     setting_overrides, method_overrides = parse_overrides(_flatten(options.overrides), methods_registry)
     settings = apply_settings(settings, flag_settings, source="flag")
     settings = apply_settings(settings, setting_overrides, source="--set")
-    data_dir = Path(options.data_dir) if options.data_dir else default_data_dir()
-    if data_dir is None or not data_dir.is_dir():
-        raise UsageError(f"--data-dir {str(data_dir)!r} is not a directory; pass --data-dir or set CTKD_DATA_DIR")
+    data_dir = resolve_data_dir(options.data_dir)  # the per-user folder may not exist yet: fetching creates it
+    if options.data_dir and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {str(data_dir)!r} is not a directory; pass an existing folder, or leave it out "
+                         "to use $CTKD_DATA_DIR, ../shared/data or the per-user data folder")
     return RunConfig(
         options=options,
         tasks=resolve_names(load_tasks(), options.tasks, "--tasks"),

@@ -1,17 +1,20 @@
-"""``run_bench.py ls {methods,pairs,tasks}``: what is registered, one line each, name first."""
+"""``run_bench.py ls {methods,pairs,tasks,data}``: what is registered, one line each, name first (``data``: each
+task's files, size, license and state here: present, missing or corrupt)."""
 from __future__ import annotations
 
 import argparse
 from typing import Sequence
 
-from benchmark.paths import default_cache_dir
+from benchmark.paths import default_cache_dir, resolve_data_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=("methods", "pairs", "tasks"))
+    parser.add_argument("what", choices=("methods", "pairs", "tasks", "data"))
     parser.add_argument("--include", action="append", default=[], metavar="FILE.py",
                         help="register methods from a Python file first")
-    parser.add_argument("--cache-dir", default=None, help="model cache to look for offline models in")
+    parser.add_argument("--cache-dir", default=None, help="model cache (offline models, data checks)")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $CTKD_DATA_DIR, ../shared/data, "
+                                                         "or the per-user data folder)")
 
 
 def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -22,6 +25,11 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
         for name in methods.names():
             cls = methods.get(name)
             print(f"{name}\tteacher: {cls.teacher_needs}\t{methods.description(name)}")
+    elif args.what == "data":
+        from benchmark.data_check import data_table
+
+        for line in data_table(resolve_data_dir(args.data_dir), cache_dir=args.cache_dir or default_cache_dir()):
+            print(line)
     elif args.what == "tasks":
         from tasks.registry import load_tasks
 

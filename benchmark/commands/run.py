@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from benchmark.data_fetch import fetch_allowed
     from benchmark.grid import FAILED_STATUSES, Grid, summarize
     from benchmark.resolve import flag_error, resolve_run
     from tasks.base import DataError
@@ -41,7 +42,7 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise UsageError(f"--workers {options.workers}: more than one worker needs --executor gpus")
     run = resolve_run(options, {path: values[name] for name, path in _SETTING_FIELDS.items() if name in values})
     started = time.perf_counter()
-    grid = Grid(run)
+    grid = Grid(run, data_sha256=_verified_data(run, fetch=fetch_allowed() and not options.dry_run))
     try:
         if options.executor == "gpus" and not options.dry_run:
             outcomes = _run_with_workers(grid, options.workers, argv)
@@ -61,6 +62,20 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
             print(f"{name}: {path}")
     print(f"results: {grid.store.root}/<task>/<pair>/<method>/seed<k>/  wall time {time.perf_counter() - started:.0f} s")
     return 1 if any(o.status in FAILED_STATUSES for o in outcomes) else 0
+
+
+def _verified_data(run: Any, fetch: bool) -> dict[str, str]:
+    """The sha256 of every data file the run's tasks read, checked against their releases before any model loads;
+    missing files are fetched first when the network is allowed (``CTKD_ONLINE=1``), else named with the command
+    that fetches them. Tasks without a registered release (third-party adapters) are not checked."""
+    from benchmark.data_fetch import ensure_task_data
+    from tasks.base import DataError
+    from tasks.data_sources import TASK_DATA
+
+    try:
+        return ensure_task_data(run.data_dir, [t for t in run.tasks if t in TASK_DATA], run.cache_dir, online=fetch)
+    except DataError as error:
+        raise UsageError(str(error)) from None
 
 
 def _run_with_workers(grid: Any, workers: int | None, argv: Sequence[str]) -> list[Any]:
