@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("ls", "list registered methods, pairs, tasks, or the state of the task data, one line each"),
     "leaderboard": ("leaderboard", "re-render the leaderboards from a result store"),
     "data": ("data", "fetch the task data that is missing, verified against its release"),
+    "plan": ("plan", "how many evaluation examples and seeds a target difference from sft needs, and its cost"),
 }
 # Keywords the HF argument parser passes on to ``add_argument``; other field metadata (e.g. a settings field's
 # ``check`` and ``hashed``) is the config tree's own.

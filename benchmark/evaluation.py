@@ -106,6 +106,15 @@ def _until_stop(tokens: list[int], stops: set[int]) -> list[int]:
     return tokens
 
 
+def prediction_record(task: Task, example: Example, prediction: str) -> dict[str, Any]:
+    """One line of ``predictions.jsonl``: the example's id and cluster, the prediction, its references and its
+    per-example metrics (the unit the leaderboard's resampling works on)."""
+    return {
+        "id": example.id, "cluster": example.cluster_id, "prediction": prediction,
+        "references": list(example.references), **task.score_one(prediction, example.references),
+    }
+
+
 def evaluate(
     model: Any,
     encoder: ViewEncoder,
@@ -122,10 +131,7 @@ def evaluate(
     predictions, generated = generate(model, encoder.tokenizer, prompts, max_new_tokens, batch_size, desc)
     elapsed = time.perf_counter() - started
     references = [e.references for e in examples]
-    records = [
-        {"id": e.id, "prediction": p, "references": list(e.references), **task.score_one(p, e.references)}
-        for e, p in zip(examples, predictions)
-    ]
+    records = [prediction_record(task, e, p) for e, p in zip(examples, predictions)]
     stats = {
         "n_examples": float(len(examples)),
         "generation_wall_time_s": elapsed,

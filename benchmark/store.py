@@ -134,6 +134,39 @@ class Cell:
         lines = str(error).strip().splitlines() if error else []
         return lines[0] if lines else "(no reason recorded)"
 
+    # -- reading -------------------------------------------------------------------------------------------------
+    def predictions(self) -> list[dict[str, Any]]:
+        """The records of ``predictions.jsonl`` (one object with an ``id`` per evaluated example, in file order);
+        a missing file, a bad line or a repeated id is a :class:`StoreError` naming the file (and line)."""
+        path = self.dir / "predictions.jsonl"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise StoreError(f"{path} is missing: a complete cell needs its per-example scores") from None
+        numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        if not numbered:
+            raise StoreError(f"{path} has no predictions")
+        try:  # one parse of the whole file: a store of 1,000 cells has 200,000 lines
+            records = json.loads("[" + ",".join(line for _, line in numbered) + "]")
+        except json.JSONDecodeError:
+            records = []
+        if len(records) != len(numbered):  # a bad line: parse line by line to name it
+            records = [_parse_line(line, f"{path}, line {number}") for number, line in numbered]
+        for (number, _), record in zip(numbered, records):
+            if not isinstance(record, dict) or "id" not in record:
+                raise StoreError(f"{path}, line {number}: expected an object with an 'id'")
+        if len({str(r["id"]) for r in records}) != len(records):
+            raise StoreError(f"{path} lists an example id twice")
+        return records
+
+    def run_info(self) -> dict[str, Any]:
+        """``run.json`` (provenance and costs), or ``{}`` when the cell has none; an unreadable file is an error."""
+        path = self.dir / "run.json"
+        if not path.exists():
+            return {}
+        run = read_json(path, StoreError)
+        return run if isinstance(run, dict) else {}
+
     # -- writing -------------------------------------------------------------------------------------------------
     def start(self, config: dict[str, Any]) -> str:
         """Clear the completion/failure markers of a cell about to (re)run and write its config; returns the hash.
@@ -361,7 +394,7 @@ def _read_record(cell: Cell) -> CellRecord:
     if headline not in metrics:
         raise StoreError(f"{config_file}: headline metric {headline!r} is not among metrics {sorted(metrics)}")
     return CellRecord(key.task, key.pair, key.method, key.seed, stored["hash"], headline, metrics,
-                      **_costs(cell.dir / "run.json"), higher_is_better=bool(config.get("higher_is_better", True)),
+                      **_costs(cell.run_info()), higher_is_better=bool(config.get("higher_is_better", True)),
                       store_format=store_format)
 
 
@@ -374,11 +407,9 @@ def _read_metrics(path: Path) -> dict[str, float]:
     return {name: float(value) for name, value in sorted(metrics.items())}
 
 
-def _costs(path: Path) -> dict[str, float | None]:
-    """Wall time, training time per step and peak memory from ``run.json``; each optional, as is the file itself
-    (a present but unreadable file is still an error). A resumed cell's step time counts only the steps it ran."""
-    run = read_json(path, StoreError) if path.exists() else {}
-    run = run if isinstance(run, dict) else {}
+def _costs(run: dict[str, Any]) -> dict[str, float | None]:
+    """Wall time, training time per step and peak memory from ``run.json``; each optional, as is the file itself.
+    A resumed cell's step time counts only the steps it ran."""
     train = run.get("train") if isinstance(run.get("train"), dict) else {}
     steps_run = (_finite(train.get("steps")) or 0) - (_finite(train.get("resumed_from_step")) or 0)
     train_wall = _finite(train.get("wall_time_s"))
@@ -387,6 +418,13 @@ def _costs(path: Path) -> dict[str, float | None]:
         "train_s_per_step": train_wall / steps_run if train_wall is not None and steps_run > 0 else None,
         "peak_memory_mb": _finite(run.get("peak_memory_mb")),
     }
+
+
+def _parse_line(line: str, where: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise StoreError(f"{where}: invalid JSON ({error.msg})") from None
 
 
 def _finite(value: Any) -> float | None:

@@ -1,35 +1,49 @@
-"""Leaderboards: read a result store and render CSV, Markdown and PNG tables; never trains or evaluates."""
+"""Leaderboards: read a result store and render CSV, Markdown, HTML and PNG; never trains or evaluates.
+
+``load(runs_dir)`` gives the store as a pandas DataFrame (one row per cell × metric) for notebooks.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 from benchmark.files import write_atomic
-from leaderboards.aggregate import summarize
+from leaderboards.analysis import analyze
+from leaderboards.frames import load
+from leaderboards.html import leaderboard_html
 from leaderboards.plot import leaderboard_png
-from leaderboards.render import leaderboard_csv, leaderboard_markdown, summary_csv
+from leaderboards.render import leaderboard_csv, markdown, summary_csv, vs_sft_csv
+from leaderboards.stats import BootstrapConfig
 from benchmark.store import scan_store
+from leaderboards.tables import build_document
 
-__all__ = ["render_leaderboards"]
+__all__ = ["BootstrapConfig", "load", "render_leaderboards"]
 
 
 def render_leaderboards(
-    runs_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
+    runs_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    config: BootstrapConfig = BootstrapConfig(),
 ) -> dict[str, Path]:
-    """Write leaderboard.csv, summary.csv, leaderboard.md and leaderboard.png; return their paths by file name.
+    """Write leaderboard.csv, summary.csv, vs_sft.csv, leaderboard.md, leaderboard.html and leaderboard.png; return
+    their paths by file name.
 
     ``out_dir`` defaults to ``runs_dir``. A store with failed cells or skipped pairs but no complete cell still
-    renders (its Markdown lists the failures); a store with nothing at all is a ValueError.
+    renders (its Markdown lists the failures); a store with nothing at all is a ValueError. The same store and
+    ``config`` always give byte-identical files (fixed resampling seed).
     """
     scan = scan_store(runs_dir)
     if not (scan.cells or scan.failed or scan.skipped):
         raise ValueError(f"no completed cells under {scan.root} (and no failed cells or skipped pairs to report)")
-    rows = summarize(scan.cells)
+    analysis = analyze(scan, config)
+    document = build_document(scan, analysis)
     outputs = {
-        "leaderboard.csv": leaderboard_csv(scan.cells).encode("utf-8"),
-        "summary.csv": summary_csv(rows).encode("utf-8"),
-        "leaderboard.md": leaderboard_markdown(scan, rows).encode("utf-8"),
-        "leaderboard.png": leaderboard_png(scan, rows),
+        "leaderboard.csv": leaderboard_csv(scan),
+        "summary.csv": summary_csv(analysis),
+        "vs_sft.csv": vs_sft_csv(analysis),
+        "leaderboard.md": markdown(document),
+        "leaderboard.html": leaderboard_html(document),
+        "leaderboard.png": leaderboard_png(scan, analysis),
     }
     out = Path(runs_dir if out_dir is None else out_dir)
     out.mkdir(parents=True, exist_ok=True)

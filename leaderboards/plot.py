@@ -1,22 +1,23 @@
 """Render ``leaderboard.png``: one subplot per task, pairs on x, a bar per student method.
 
-Bars are headline-metric means with ± std error bars where a cell has more than one seed. The teacher and the
-untrained student are references, not competitors: each is a short horizontal line over its pair's bar group, which
-reads the same with one pair or many. Figures are built on ``matplotlib.figure.Figure`` (Agg canvas) rather than
-pyplot, so rendering never touches global backend state.
+Bars are headline-metric means with their 95 % bootstrap intervals as error bars (the intervals of the Markdown
+tables). The teacher and the untrained student are references, not competitors: each is a short horizontal line
+over its pair's bar group with its interval as a light band, which reads the same with one pair or many. Figures
+are built on ``matplotlib.figure.Figure`` (Agg canvas) rather than pyplot, so rendering never touches global
+backend state.
 """
 from __future__ import annotations
 
 import io
-from typing import Iterable
+from collections import defaultdict
 
 import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from leaderboards.aggregate import SeedStats, SummaryRow
-from leaderboards.render import headline_table, ordered_methods
+from leaderboards.analysis import Analysis, CellStats
 from benchmark.store import TEACHER, UNTRAINED, StoreScan
+from leaderboards.tables import ordered_methods
 
 _REFERENCE_STYLE = {
     TEACHER: {"color": "black", "linestyles": "--", "linewidth": 1.8},
@@ -26,9 +27,12 @@ _GROUP_WIDTH = 0.8  # of the unit spacing between pairs
 _MAX_BAR_WIDTH = 0.25  # so one or two methods do not give slabs
 
 
-def leaderboard_png(scan: StoreScan, rows: Iterable[SummaryRow]) -> bytes:
+def leaderboard_png(scan: StoreScan, analysis: Analysis) -> bytes:
     """The PNG bytes; a store without complete cells gives a figure that says so."""
-    table = headline_table(scan, rows)
+    table: dict[str, dict[tuple[str, str], CellStats]] = defaultdict(dict)
+    for stats in analysis.cells:
+        if stats.metric == scan.headline_metrics.get(stats.task):
+            table[stats.task][stats.pair, stats.method] = stats
     students = [m for m in ordered_methods(m for s in table.values() for _, m in s) if m not in _REFERENCE_STYLE]
     # One colour per method across all tasks, so a method is recognisable from subplot to subplot.
     palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -37,8 +41,8 @@ def leaderboard_png(scan: StoreScan, rows: Iterable[SummaryRow]) -> bytes:
     figure = Figure(figsize=(max(6.0, 1.5 * most_pairs + 3.5), 3.8 * max(1, len(table))), layout="constrained")
     if table:
         axes = figure.subplots(len(table), 1, squeeze=False)[:, 0]
-        for ax, (task, scores) in zip(axes, table.items()):
-            _task_axes(ax, task, scan.headline_metrics[task], scores, colors)
+        for ax, task in zip(axes, sorted(table)):
+            _task_axes(ax, task, scan.headline_metrics[task], table[task], colors)
     else:
         figure.text(0.5, 0.5, f"no completed cells under {scan.root}", ha="center", va="center")
     buffer = io.BytesIO()
@@ -47,29 +51,28 @@ def leaderboard_png(scan: StoreScan, rows: Iterable[SummaryRow]) -> bytes:
     return buffer.getvalue()
 
 
-def _task_axes(
-    ax: Axes, task: str, metric: str, scores: dict[tuple[str, str], SeedStats], colors: dict[str, str]
-) -> None:
+def _task_axes(ax: Axes, task: str, metric: str, scores: dict[tuple[str, str], CellStats], colors: dict[str, str]) -> None:
     pairs = sorted({pair for pair, _ in scores})
     methods = [m for m in ordered_methods(m for _, m in scores) if m in colors]
     width = min(_MAX_BAR_WIDTH, _GROUP_WIDTH / max(1, len(methods)))
     for i, method in enumerate(methods):
         offset = width * (i + 0.5 - len(methods) / 2)
-        present = [(x, scores[pair, method]) for x, pair in enumerate(pairs) if (pair, method) in scores]
-        xs = [x + offset for x, _ in present]
-        ax.bar(xs, [s.mean for _, s in present], width, color=colors[method], label=method)
-        spread = [(x, s) for x, s in zip(xs, (s for _, s in present)) if s.n > 1]
-        if spread:
-            ax.errorbar([x for x, _ in spread], [s.mean for _, s in spread], yerr=[s.std for _, s in spread],
-                        fmt="none", ecolor="black", capsize=3, linewidth=1)
+        present = [(x + offset, scores[pair, method]) for x, pair in enumerate(pairs) if (pair, method) in scores]
+        xs, stats = [x for x, _ in present], [s for _, s in present]
+        ax.bar(xs, [s.mean for s in stats], width, color=colors[method], label=method)
+        errors = [[s.mean - s.ci_low for s in stats], [s.ci_high - s.mean for s in stats]]
+        ax.errorbar(xs, [s.mean for s in stats], yerr=errors, fmt="none", ecolor="black", capsize=3, linewidth=1)
     for reference, style in _REFERENCE_STYLE.items():
         present = [(x, scores[pair, reference]) for x, pair in enumerate(pairs) if (pair, reference) in scores]
+        for x, stats in present:
+            ax.fill_between([x - 0.45, x + 0.45], stats.ci_low, stats.ci_high, color=style["color"], alpha=0.1,
+                            linewidth=0)
         if present:
             ax.hlines([s.mean for _, s in present], [x - 0.45 for x, _ in present], [x + 0.45 for x, _ in present],
                       label=reference, **style)
     ax.set_xticks(range(len(pairs)), pairs, rotation=15, ha="right")
     ax.set_xlim(-0.6, len(pairs) - 0.4)
     ax.set_title(task)
-    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.set_ylabel(f"{metric} (mean, 95 % interval)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

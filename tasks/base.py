@@ -30,13 +30,23 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Example:
-    """One task example. ``answer`` is the training target; ``references`` are what predictions are scored against."""
+    """One task example. ``answer`` is the training target; ``references`` are what predictions are scored against.
+
+    ``cluster`` names the source that examples share (FairytaleQA: the story; SQuAD: the article), so that
+    uncertainty estimates resample those examples together; empty means the example stands alone.
+    """
 
     id: str
     context: str
     question: str  # "" for summarisation
     answer: str
     references: tuple[str, ...]
+    cluster: str = ""
+
+    @property
+    def cluster_id(self) -> str:
+        """The cluster this example is resampled with: its ``cluster``, or its own id when it stands alone."""
+        return self.cluster or self.id
 
 
 @dataclass(frozen=True)
@@ -60,13 +70,15 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def make_example(id: str, context: str, question: str, answer: str, references: Iterable[str] = ()) -> Example:
+def make_example(
+    id: str, context: str, question: str, answer: str, references: Iterable[str] = (), *, cluster: str = ""
+) -> Example:
     """An :class:`Example` whose answer and references are single lines (generations are cut at the first
     newline, so a target must not contain one); references are de-duplicated in order, empty ones dropped, and
     default to the answer."""
     answer = one_line(answer)
     refs = tuple(dict.fromkeys(r for r in map(one_line, references) if r)) or (answer,)
-    return Example(id=id, context=context, question=question, answer=answer, references=refs)
+    return Example(id=id, context=context, question=question, answer=answer, references=refs, cluster=cluster)
 
 
 class Task:

@@ -4,6 +4,7 @@
   **test** = ``dialogsum.test.jsonl`` (500; ``answer`` = ``summary1``, ``references`` = ``summary1..3``,
   ROUGE takes the best of the three). File order; ids are ``fname``. The dev and hidden-test files are not used.
 - Context = ``dialogue`` as written (one turn per line); there is no question.
+- Every example is its own cluster for resampling (``Example.cluster`` left empty).
 """
 from __future__ import annotations
 

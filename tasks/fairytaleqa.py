@@ -9,7 +9,7 @@
 - ``answer`` = ``answer1``; ``references`` = ``answer1`` and ``answer4`` when non-empty (the two annotators'
   ground truths; always both in test). Answers 2/3/5/6 are alternatives the official evaluation ignores.
 - Ids are ``"<story>#<row>"`` (row = 1-based data row of the questions CSV): ``question_id`` repeats within a
-  few train stories.
+  few train stories. The cluster is the story: its questions share one text, so they are resampled together.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class FairytaleQA(GenerativeQATask):
                 answer = get_str(row, "answer1", where, non_empty=True)
                 references = [answer, get_str(row, "answer4", where)]
                 question = get_str(row, "question", where, non_empty=True)
-                yield make_example(f"{story}#{row_number}", context, question, answer, references)
+                yield make_example(f"{story}#{row_number}", context, question, answer, references, cluster=story)
 
 
 def _read_sections(path: Path) -> dict[str, list[str]]:

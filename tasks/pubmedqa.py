@@ -4,6 +4,7 @@
   PMIDs of ``ori_pqal.json``. Both keep the order of ``ori_pqal.json``; ids are the PMIDs.
 - Context = the abstract sections ``CONTEXTS`` joined with a space; question = ``QUESTION``;
   ``answer`` = ``references[0]`` = ``LONG_ANSWER`` (the abstract's conclusion). The yes/no/maybe label is not used.
+- Every example (abstract) is its own cluster for resampling (``Example.cluster`` left empty).
 """
 from __future__ import annotations
 

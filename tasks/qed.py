@@ -13,6 +13,7 @@
   **skipped**, leaving 7,147 of 7,167.
 - Context = ``paragraph_text`` only: the spec's optional ``Title:`` line is off, so train and eval prompts match.
 - Example ids are the NQ ``example_id`` as a string (NQ train and NQ dev ids do not overlap).
+- Every example is its own cluster for resampling (``Example.cluster`` left empty).
 """
 from __future__ import annotations
 

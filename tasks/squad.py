@@ -5,7 +5,7 @@ article**, which keeps every context on one side: the articles are ranked by the
 UTF-8 ``title``; the :data:`TEST_ARTICLES` (10) lowest form **test** (1,578 questions), the other 38 the
 **train** pool (8,992). Within a split, questions keep their file order. ``answer`` = the first answer text,
 ``references`` = all answer texts (usually three). Context = the paragraph (no title line). Ids are the
-SQuAD question ids.
+SQuAD question ids; the cluster is the article title (questions on one article are resampled together).
 """
 from __future__ import annotations
 
@@ -53,10 +53,10 @@ class SQuAD(ExtractiveQATask):
         held_out = held_out_titles(titles)
         for article, title, where in zip(articles, titles, wheres):
             if (title in held_out) == (split == "test"):
-                yield from _article_examples(article, where)
+                yield from _article_examples(article, title, where)
 
 
-def _article_examples(article: dict[str, Any], where: str) -> Iterator[Example]:
+def _article_examples(article: dict[str, Any], title: str, where: str) -> Iterator[Example]:
     for j, paragraph in enumerate(get_field(article, "paragraphs", where, list)):
         p_where = f"{where}.paragraphs[{j}]"
         context = get_str(as_object(paragraph, p_where), "context", p_where, non_empty=True)
@@ -70,4 +70,4 @@ def _article_examples(article: dict[str, Any], where: str) -> Iterator[Example]:
             if not answers:
                 raise DataError(f"{q_where}: field 'answers' is empty")
             qid = get_str(qa, "id", q_where, non_empty=True)
-            yield make_example(qid, context, get_str(qa, "question", q_where), answers[0], answers)
+            yield make_example(qid, context, get_str(qa, "question", q_where), answers[0], answers, cluster=title)

@@ -26,7 +26,14 @@ class StoreBuilder:
         config_hash: str | None = None,
         train: dict[str, float] | None = None,
         peak_memory_mb: float | None = None,
+        scores: dict[str, list[float]] | None = None,
+        clusters: list[str] | None = None,
+        examples: int = 4,
+        run: dict[str, Any] | None = None,
     ) -> Path:
+        """A cell; its ``predictions.jsonl`` holds ``scores`` per example (default: every one of ``examples``
+        examples scores the cell's metric value) and ``clusters`` when given (else no cluster field, as in stores
+        written before cluster ids)."""
         cell_dir = self.root / task / pair / method / f"seed{seed}"
         cell_dir.mkdir(parents=True)
         config = {
@@ -35,7 +42,15 @@ class StoreBuilder:
         }
         _write_json(cell_dir / "config.json", {"hash": config_hash or f"h-{method}-{seed}", "config": config})
         _write_json(cell_dir / "metrics.json", metrics)
-        run = {"wall_time_s": wall_time_s, "train": train, "peak_memory_mb": peak_memory_mb}
+        scores = scores or {metric: [value] * examples for metric, value in metrics.items()}
+        n = len(next(iter(scores.values())))
+        lines = []
+        for i in range(n):
+            record = {"id": f"e{i}", **({"cluster": clusters[i]} if clusters else {}), "prediction": "p",
+                      "references": ["r"], **{metric: values[i] for metric, values in scores.items()}}
+            lines.append(json.dumps(record) + "\n")
+        (cell_dir / "predictions.jsonl").write_text("".join(lines), encoding="utf-8")
+        run = {"wall_time_s": wall_time_s, "train": train, "peak_memory_mb": peak_memory_mb, **(run or {})}
         if any(value is not None for value in run.values()):
             _write_json(cell_dir / "run.json", {**{k: v for k, v in run.items() if v is not None}, "git_commit": "abc"})
         if done:

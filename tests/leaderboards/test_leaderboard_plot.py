@@ -1,7 +1,7 @@
 import struct
 
 from leaderboards import render_leaderboards
-from leaderboards.aggregate import summarize
+from leaderboards.analysis import analyze
 from leaderboards.plot import leaderboard_png
 from benchmark.store import scan_store
 
@@ -16,14 +16,14 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 def test_plot_has_one_panel_per_task(store) -> None:
     for task in ("qed", "fairytaleqa"):
-        store.cell(task, "pair-a", "teacher", 1, {"f1": 70.0})
-        store.cell(task, "pair-a", "untrained", 1, {"f1": 10.0})
-        store.cell(task, "pair-b", "teacher", 1, {"f1": 65.0})
+        store.cell(task, "pair-a", "teacher", 0, {"f1": 70.0})
+        store.cell(task, "pair-a", "untrained", 0, {"f1": 10.0})
+        store.cell(task, "pair-b", "teacher", 0, {"f1": 65.0})
         for seed, value in enumerate([50.0, 52.0, 54.0], start=1):
             store.cell(task, "pair-a", "mlot", seed, {"f1": value})
             store.cell(task, "pair-b", "sft", seed, {"f1": value - 5})
     scan = scan_store(store.root)
-    data = leaderboard_png(scan, summarize(scan.cells))
+    data = leaderboard_png(scan, analyze(scan))
     width, height = png_size(data)
     assert len(data) > 10_000
     assert height > width / 2  # two stacked task panels
@@ -33,7 +33,7 @@ def test_plot_has_one_panel_per_task(store) -> None:
 def test_plot_without_complete_cells_is_still_a_png(store) -> None:
     store.failed("qed", "p", "mlot", 1, "boom")
     scan = scan_store(store.root)
-    data = leaderboard_png(scan, summarize(scan.cells))
+    data = leaderboard_png(scan, analyze(scan))
     assert png_size(data)[0] > 0 and data.endswith(b"IEND\xaeB`\x82")
 
 

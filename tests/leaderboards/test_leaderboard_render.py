@@ -1,30 +1,32 @@
 import csv
 import io
-import math
+import re
 
 import pytest
 
 from leaderboards import render_leaderboards
-from leaderboards.aggregate import summarize
-from leaderboards.render import leaderboard_csv, leaderboard_markdown, summary_csv
+from leaderboards.analysis import analyze
+from leaderboards.render import leaderboard_csv, markdown, summary_csv, vs_sft_csv
 from benchmark.store import scan_store
+from leaderboards.tables import build_document
 
 GEMMA, QWEN = "gemma-smollm", "qwen-smollm"
 
 
 def build_grid(store) -> None:
-    """Two tasks; hand-picked numbers so every rendered value can be checked by hand."""
+    """Two tasks. Every example of a cell scores the cell's value, so only seeds vary: the single-seed numbers
+    (dialogsum, qwen-smollm) are exact, and the three-seed ones are checked for consistency across outputs."""
     def qa(f1: float) -> dict[str, float]:
         return {"f1": f1, "exact_match": f1 - 10.0}
 
-    store.cell("qed", GEMMA, "teacher", 1, qa(70.0))
-    store.cell("qed", QWEN, "teacher", 1, qa(62.0))
-    store.cell("qed", GEMMA, "untrained", 1, qa(10.0))
-    store.cell("qed", QWEN, "untrained", 1, qa(12.5))
+    store.cell("qed", GEMMA, "teacher", 0, qa(70.0))
+    store.cell("qed", QWEN, "teacher", 0, qa(62.0))
+    store.cell("qed", GEMMA, "untrained", 0, qa(10.0))
+    store.cell("qed", QWEN, "untrained", 0, qa(12.5))
     for seed, (gemma, qwen) in enumerate([(50.0, 55.0), (52.0, 55.0), (54.0, 55.0)], start=1):
         store.cell("qed", GEMMA, "sft", seed, qa(gemma))
         store.cell("qed", QWEN, "sft", seed, qa(qwen))
-    for seed, value in enumerate([55.0, 56.0, 60.0], start=1):  # mean 57, std sqrt(7)
+    for seed, value in enumerate([55.0, 56.0, 60.0], start=1):  # differences from sft: 5, 4, 6
         store.cell("qed", GEMMA, "mlot", seed, qa(value), wall_time_s=100.0 * seed,
                    train={"steps": 10, "wall_time_s": 5.0 * seed, "resumed_from_step": 0}, peak_memory_mb=1024.0 * seed)
     store.cell("qed", GEMMA, "mlot", 4, qa(99.0), done=False)  # unfinished: must not count
@@ -32,68 +34,56 @@ def build_grid(store) -> None:
     for seed, value in enumerate([53.0, 54.0, 55.0], start=1):
         store.cell("qed", GEMMA, "uld", seed, qa(value))
     store.failed("qed", QWEN, "uld", 1, "CUDA out of memory | batch 8\nTraceback (most recent call last):")
-    # dialogsum: teacher == sft, so the gap share is undefined; a student beats the teacher.
+    # dialogsum: teacher == sft, so there is no gap to close; a student beats the teacher. Cluster ids recorded.
     rouge = lambda v: {"rouge1": v + 5, "rouge2": v - 10, "rougeL": v, "rougeLsum": v + 1}  # noqa: E731
-    store.cell("dialogsum", GEMMA, "teacher", 1, rouge(30.0), headline="rougeL")
-    store.cell("dialogsum", GEMMA, "sft", 1, rouge(30.0), headline="rougeL")
-    store.cell("dialogsum", GEMMA, "mlot", 1, rouge(32.0), headline="rougeL")
+    for method, value in (("teacher", 30.0), ("sft", 30.0), ("mlot", 32.0)):
+        store.cell("dialogsum", GEMMA, method, 0 if method == "teacher" else 1, rouge(value), headline="rougeL",
+                   clusters=["a", "a", "b", "b"])
     store.skipped([{"pair": "llama2-7b-chat-opt-350m", "reason": "weights not reachable offline: no hub access"}])
 
 
-EXPECTED_QED = """\
-## qed
+VS_SFT_INTRO = (
+    "Difference from sft in points on the same examples and seeds, with its 95 % interval; p from a paired "
+    "bootstrap test, Holm-corrected over the leaderboard's 9 comparisons; mark at α = 0.05 after correction: better, "
+    "worse, or n.d. (not distinguishable from sft). Gap closed = (method − sft) / (teacher − sft) with its interval "
+    "from the same bootstrap, only where the teacher is significantly above sft."
+)
 
-Headline metric: `f1`; seeds per cell: 1–3.
-
-| method | gemma-smollm | qwen-smollm |
-| --- | ---: | ---: |
-| teacher | 70.00 | 62.00 |
-| untrained | 10.00 | 12.50 |
-| sft | 52.00 ± 2.00 | 55.00 ± 0.00 |
-| mlot | **57.00 ± 2.65** | **58.00** |
-| uld | 54.00 ± 1.00 | – |
-
-### qed — vs SFT
-
-Gain over sft in points, and in brackets the share of the teacher–sft gap closed, (method − sft) / (teacher − sft); – where the teacher does not score above sft (no gap to close).
-
-| method | gemma-smollm | qwen-smollm |
-| --- | ---: | ---: |
-| untrained | -42.00 (-233.3%) | -42.50 (-607.1%) |
-| mlot | +5.00 (27.8%) | +3.00 (42.9%) |
-| uld | +2.00 (11.1%) | – |
-
-### qed — cost
-
-Training seconds per optimizer step, the cell's wall time (teacher-cache building, training and evaluation) and its peak memory (GPU allocated or CPU resident, see `run.json`), means over seeds.
-
-| method | gemma-smollm | qwen-smollm |
-| --- | ---: | ---: |
-| teacher | – | – |
-| untrained | – | – |
-| sft | – | – |
-| mlot | 1.00 s/step · 3.3 min · 2.0 GiB | – |
-| uld | – | – |
-"""
-
-EXPECTED_DIALOGSUM = """\
+# Holm: the four comparisons without any spread (qwen teacher, untrained, mlot; dialogsum mlot) share the
+# smallest p-value, 2/10001, adjusted to 9 * 2/10001 = 0.0018.
+EXPECTED_DIALOGSUM = f"""\
 ## dialogsum
 
-Headline metric: `rougeL`; seeds per cell: 1.
+Headline metric: `rougeL`; seeds per cell: 1. One seed: the intervals cover the sampling of evaluation examples, not training-seed variance.
+
+- gemma-smollm: 4 evaluation examples in 2 clusters; power: a true difference from sft of 0.0 points is detected with 80 % power at α = 0.05 (spread of 1 method's paired differences, 4 examples, 1 seed).
 
 | method | gemma-smollm |
 | --- | ---: |
-| teacher | 30.00 |
-| sft | 30.00 |
-| mlot | **32.00** |
+| teacher | 30.0 [30.0, 30.0] |
+| sft | 30.0 [30.0, 30.0] |
+| mlot | **32.0 [32.0, 32.0]** |
+
+### dialogsum — rank ranges
+
+Rank among the student rows by mean (1 = best, ties share a rank) and, in brackets, the range that holds 95 % of the ranks over bootstrap replicates of the whole table.
+
+| method | gemma-smollm |
+| --- | ---: |
+| sft | 2 (2–2) |
+| mlot | 1 (1–1) |
 
 ### dialogsum — vs SFT
 
-Gain over sft in points, and in brackets the share of the teacher–sft gap closed, (method − sft) / (teacher − sft); – where the teacher does not score above sft (no gap to close).
+{VS_SFT_INTRO}
 
-| method | gemma-smollm |
-| --- | ---: |
-| mlot | +2.00 (–) |
+| pair | method | Δ vs sft [95 % interval] | p (Holm) | mark | gap closed [95 % interval] |
+| --- | --- | ---: | ---: | ---: | ---: |
+| gemma-smollm | teacher | +0.0 [+0.0, +0.0] | 1.00 | n.d. | –¹ |
+| gemma-smollm | mlot | +2.0 [+2.0, +2.0] | 0.002 | better | –² |
+
+¹ the teacher row defines the gap.
+² gemma-smollm: the teacher is not significantly above sft (+0.0 [+0.0, +0.0], Holm p = 1.00), so there is no gap to close.
 
 ### dialogsum — cost
 
@@ -122,92 +112,140 @@ EXPECTED_TAIL = """\
 
 
 def texts(root) -> dict[str, str]:
-    """The three text outputs, without the (slower) PNG."""
+    """The text outputs, without the (slower) PNG and the page."""
     scan = scan_store(root)
-    rows = summarize(scan.cells)
-    return {"csv": leaderboard_csv(scan.cells), "summary": summary_csv(rows), "md": leaderboard_markdown(scan, rows)}
+    analysis = analyze(scan)
+    return {"csv": leaderboard_csv(scan), "summary": summary_csv(analysis), "vs_sft": vs_sft_csv(analysis),
+            "md": markdown(build_document(scan, analysis))}
 
 
-@pytest.fixture
-def grid(store):
+def rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    from tests.leaderboards.conftest import StoreBuilder
+
+    store = StoreBuilder(tmp_path_factory.mktemp("grid") / "runs")
     build_grid(store)
-    return store
+    return store, texts(store.root)
 
 
-def test_markdown_tables(grid) -> None:
-    markdown = texts(grid.root)["md"]
-    assert markdown.startswith("# CTKD-Bench leaderboard\n")
-    # Gap shares by hand: gemma 5/18, 2/18, -42/18; qwen 3/7, -42.5/7. dialogsum: teacher == sft -> "–".
-    assert "\n" + EXPECTED_DIALOGSUM + "\n" + EXPECTED_QED + "\n" + EXPECTED_TAIL in markdown
-    assert markdown.endswith(EXPECTED_TAIL)
+def test_markdown_header_records_the_resampling_and_the_family(grid) -> None:
+    markdown_text = grid[1]["md"]
+    assert markdown_text.startswith("# CTKD-Bench leaderboard\n\nEach cell is the task's headline metric")
+    assert ("Bootstrap: 10,000 resamples, seed 20240611. Holm family: the 9 comparisons with sft in this "
+            "leaderboard (every task, pair and method, headline metric), corrected together at α = 0.05.") in markdown_text
+
+
+def test_markdown_single_seed_section_by_hand(grid) -> None:
+    markdown_text = grid[1]["md"]
+    assert "\n" + EXPECTED_DIALOGSUM + "\n## qed\n" in markdown_text
+    assert markdown_text.endswith("\n" + EXPECTED_TAIL)
+
+
+def test_markdown_three_seed_section_matches_the_csv_files(grid) -> None:
+    _, outputs = grid
+    markdown_text = outputs["md"]
+    section = markdown_text[markdown_text.index("## qed"):markdown_text.index("## Failed cells")]
+    assert "Headline metric: `f1`; seeds per cell: 1–3.\n" in section
+    assert ("- gemma-smollm: 4 evaluation examples, each its own cluster (this store records no cluster ids: it was "
+            "written before they were); power: a true difference from sft of ") in section
+    summary = {(r["pair"], r["method"]): r for r in rows(outputs["summary"]) if r["metric"] == "f1"}
+    gemma_mlot = summary[GEMMA, "mlot"]
+    assert (gemma_mlot["mean"], gemma_mlot["n_seeds"], gemma_mlot["seed_std"]) == ("57.0", "3", str(7**0.5))
+    low, high = float(gemma_mlot["ci_low"]), float(gemma_mlot["ci_high"])
+    assert low < 57.0 < high
+    assert f"| mlot | **57.0 [{low:.1f}, {high:.1f}]** | **58.0 [58.0, 58.0]** |" in section
+    assert "| sft | 52.0 [" in section and "| 55.0 [55.0, 55.0] |" in section  # qwen sft: three seeds, all 55
+    comparisons = {(r["pair"], r["method"]): r for r in rows(outputs["vs_sft"])}
+    mlot = comparisons[GEMMA, "mlot"]
+    assert float(mlot["diff"]) == pytest.approx(5.0) and mlot["seeds"] == "1 2 3"
+    expected_row = (f"| gemma-smollm | mlot | +5.0 [{float(mlot['ci_low']):+.1f}, {float(mlot['ci_high']):+.1f}] | ")
+    assert expected_row in section
+    qwen_mlot = comparisons[QWEN, "mlot"]
+    assert (qwen_mlot["seeds"], qwen_mlot["diff"], qwen_mlot["mark"]) == ("1", "3.0", "better")  # sft seed 1 only
+    # Gap shares where the teacher is significantly above sft: 3 / 7 for qwen (no spread anywhere: exact).
+    assert "| qwen-smollm | mlot | +3.0 [+3.0, +3.0] | 0.002 | better | 42.9 % [42.9, 42.9] |" in section
+    assert "| qwen-smollm | untrained | -42.5 [-42.5, -42.5] | 0.002 | worse | -607.1 % [-607.1, -607.1] |" in section
+    assert "### qed — rank ranges" in section and re.search(r"\| untrained \| 4 \(4–4\) \| 3 \(3–3\) \|", section)
 
 
 def test_teacher_is_never_bold_and_ties_are_all_bold(store) -> None:
-    store.cell("qed", "p", "teacher", 1, {"f1": 80.0})
+    store.cell("qed", "p", "teacher", 0, {"f1": 80.0})
     store.cell("qed", "p", "mlot", 1, {"f1": 50.0})
     store.cell("qed", "p", "uld", 1, {"f1": 50.0})
-    markdown = texts(store.root)["md"]
-    assert "| teacher | 80.00 |" in markdown
-    assert "| mlot | **50.00** |" in markdown and "| uld | **50.00** |" in markdown
-    assert "vs SFT" not in markdown  # no sft row, no derived table
-
-
-def test_gap_share_needs_a_teacher_above_sft(store) -> None:
-    store.cell("qed", "p", "teacher", 1, {"f1": 50.0})
-    store.cell("qed", "p", "sft", 1, {"f1": 60.0})
-    store.cell("qed", "p", "mlot", 1, {"f1": 65.0})
-    markdown = texts(store.root)["md"]
-    assert "| mlot | +5.00 (–) |" in markdown  # a share of a negative gap (-50%) would read as nonsense
+    markdown_text = texts(store.root)["md"]
+    assert "| teacher | 80.0 [80.0, 80.0] |" in markdown_text
+    assert "| mlot | **50.0 [50.0, 50.0]** |" in markdown_text and "| uld | **50.0 [50.0, 50.0]** |" in markdown_text
+    assert "— vs SFT" not in markdown_text  # no sft row, no comparisons
+    assert "power: not estimated (needs sft and a trained method on the same examples)" in markdown_text
 
 
 def test_leaderboard_csv_is_long_and_exact(store) -> None:
-    store.cell("qed", "p", "teacher", 1, {"f1": 61.23456789, "exact_match": 50.0}, config_hash="t")
-    for seed, value in enumerate([50.0, 52.0, 54.0], start=1):
-        store.cell("qed", "p", "mlot", seed, {"f1": value, "exact_match": value - 10}, config_hash=f"m{seed}")
-    text = texts(store.root)["csv"]
-    assert text == (
-        "task,pair,method,seed,metric,value,config_hash\n"
-        "qed,p,teacher,1,exact_match,50.0,t\n"
-        "qed,p,teacher,1,f1,61.23456789,t\n"
-        "qed,p,mlot,1,exact_match,40.0,m1\n"
-        "qed,p,mlot,1,f1,50.0,m1\n"
-        "qed,p,mlot,2,exact_match,42.0,m2\n"
-        "qed,p,mlot,2,f1,52.0,m2\n"
-        "qed,p,mlot,3,exact_match,44.0,m3\n"
-        "qed,p,mlot,3,f1,54.0,m3\n"
+    store.cell("qed", "p", "teacher", 0, {"f1": 61.23456789, "exact_match": 50.0}, config_hash="t", wall_time_s=9.5)
+    for seed, value in enumerate([50.0, 52.0], start=1):
+        store.cell("qed", "p", "mlot", seed, {"f1": value, "exact_match": value - 10}, config_hash=f"m{seed}",
+                   train={"steps": 4, "wall_time_s": 2.0}, peak_memory_mb=512.0)
+    assert texts(store.root)["csv"] == (
+        "task,pair,method,seed,metric,value,headline,config_hash,wall_time_s,train_s_per_step,peak_memory_mb\n"
+        "qed,p,teacher,0,exact_match,50.0,False,t,9.5,nan,nan\n"
+        "qed,p,teacher,0,f1,61.23456789,True,t,9.5,nan,nan\n"
+        "qed,p,mlot,1,exact_match,40.0,False,m1,nan,0.5,512.0\n"
+        "qed,p,mlot,1,f1,50.0,True,m1,nan,0.5,512.0\n"
+        "qed,p,mlot,2,exact_match,42.0,False,m2,nan,0.5,512.0\n"
+        "qed,p,mlot,2,f1,52.0,True,m2,nan,0.5,512.0\n"
     )
 
 
 def test_summary_csv(store) -> None:
-    store.cell("qed", "p", "teacher", 1, {"f1": 61.2})
+    store.cell("qed", "p", "teacher", 0, {"f1": 61.2})
     for seed, value in enumerate([50.0, 52.0, 54.0], start=1):
         store.cell("qed", "p", "mlot", seed, {"f1": value}, wall_time_s=[100.0, 110.0, 120.0][seed - 1],
                    train={"steps": 4, "wall_time_s": 2.0 * seed}, peak_memory_mb=None if seed == 3 else 100.0 * seed)
-    text = texts(store.root)["summary"]
-    header, teacher, mlot = list(csv.reader(io.StringIO(text)))
-    assert header == ["task", "pair", "method", "metric", "mean", "std", "ci95_low", "ci95_high", "n_seeds",
-                      "mean_wall_time_s", "mean_train_s_per_step", "mean_peak_memory_mb"]
-    assert teacher == ["qed", "p", "teacher", "f1", "61.2", "nan", "nan", "nan", "1", "nan", "nan", "nan"]
+    header, teacher, mlot = list(csv.reader(io.StringIO(texts(store.root)["summary"])))
+    assert header == ["task", "pair", "method", "metric", "mean", "ci_low", "ci_high", "seed_std", "n_seeds",
+                      "n_examples", "n_clusters", "rank", "rank_low", "rank_high", "mean_wall_time_s",
+                      "mean_train_s_per_step", "mean_peak_memory_mb", "ci_level", "bootstrap_resamples",
+                      "bootstrap_seed"]
+    # Every example scores 61.2: nothing varies, the interval is the value. The teacher has no rank.
+    assert teacher == ["qed", "p", "teacher", "f1", "61.2", "61.2", "61.2", "nan", "1", "4", "4", "nan", "nan", "nan",
+                       "nan", "nan", "nan", "0.95", "10000", "20240611"]
     # s/step 0.5, 1.0, 1.5 -> 1.0; peak memory only where recorded: (100 + 200) / 2.
-    assert mlot[:6] + mlot[8:] == ["qed", "p", "mlot", "f1", "52.0", "2.0", "3", "110.0", "1.0", "150.0"]
-    half_width = 4.302653 * 2.0 / math.sqrt(3)
-    assert float(mlot[6]) == pytest.approx(52.0 - half_width, abs=1e-5)
-    assert float(mlot[7]) == pytest.approx(52.0 + half_width, abs=1e-5)
+    assert mlot[:5] + mlot[7:] == ["qed", "p", "mlot", "f1", "52.0", "2.0", "3", "4", "4", "1", "1", "1", "110.0",
+                                   "1.0", "150.0", "0.95", "10000", "20240611"]
+    assert float(mlot[5]) < 52.0 < float(mlot[6])
+
+
+def test_vs_sft_csv_records_both_p_values_and_the_resampling(grid) -> None:
+    by_key = {(r["task"], r["pair"], r["method"]): r for r in rows(grid[1]["vs_sft"])}
+    assert list(next(iter(by_key.values()))) == [
+        "task", "pair", "method", "seeds", "n_examples", "n_clusters", "diff", "ci_low", "ci_high", "p", "p_holm",
+        "holm_family_size", "mark", "gap", "gap_low", "gap_high", "gap_note", "ci_level", "bootstrap_resamples",
+        "bootstrap_seed"]
+    teacher = by_key["dialogsum", GEMMA, "teacher"]
+    assert (teacher["diff"], teacher["p"], teacher["p_holm"], teacher["mark"]) == ("0.0", "1.0", "1.0", "n.d.")
+    mlot = by_key["dialogsum", GEMMA, "mlot"]
+    assert float(mlot["p"]) == pytest.approx(2 / 10_001) and float(mlot["p_holm"]) == pytest.approx(9 * 2 / 10_001)
+    assert (mlot["gap"], mlot["gap_note"], mlot["holm_family_size"]) == ("nan", "teacher-not-above", "9")
+    assert by_key["qed", QWEN, "mlot"]["gap"] == str(3 / 7)
 
 
 def test_unfinished_cells_are_ignored(grid) -> None:
-    outputs = texts(grid.root)
+    _, outputs = grid
     assert "99.0" not in outputs["csv"]
-    rows = list(csv.DictReader(io.StringIO(outputs["summary"])))
-    (mlot,) = [r for r in rows if (r["task"], r["pair"], r["method"], r["metric"]) == ("qed", GEMMA, "mlot", "f1")]
+    (mlot,) = [r for r in rows(outputs["summary"]) if (r["task"], r["pair"], r["method"], r["metric"]) == ("qed", GEMMA, "mlot", "f1")]
     assert (mlot["mean"], mlot["n_seeds"], mlot["mean_wall_time_s"]) == ("57.0", "3", "200.0")
 
 
-def test_rendering_twice_is_byte_identical(grid) -> None:
-    first = {name: path.read_bytes() for name, path in render_leaderboards(grid.root).items()}
-    second = {name: path.read_bytes() for name, path in render_leaderboards(grid.root).items()}
+def test_rendering_twice_is_byte_identical(store) -> None:
+    build_grid(store)
+    first = {name: path.read_bytes() for name, path in render_leaderboards(store.root).items()}
+    second = {name: path.read_bytes() for name, path in render_leaderboards(store.root).items()}
     assert first == second  # outputs written beside the cells must not be read back as results
-    assert sorted(first) == ["leaderboard.csv", "leaderboard.md", "leaderboard.png", "summary.csv"]
+    assert sorted(first) == ["leaderboard.csv", "leaderboard.html", "leaderboard.md", "leaderboard.png", "summary.csv",
+                             "vs_sft.csv"]
 
 
 def test_out_dir_and_no_temporary_files_left(store, tmp_path) -> None:
@@ -228,7 +266,7 @@ def test_empty_store_is_an_error_naming_it(store) -> None:
 def test_failed_only_store_still_reports_failures(store) -> None:
     store.failed("qed", "p", "mlot", 1, "loss is NaN at step 3")
     paths = render_leaderboards(store.root)
-    markdown = paths["leaderboard.md"].read_text(encoding="utf-8")
-    assert "| qed | p | mlot | 1 | loss is NaN at step 3 |" in markdown
-    assert "## Skipped pairs\n\nNone.\n" in markdown
+    markdown_text = paths["leaderboard.md"].read_text(encoding="utf-8")
+    assert "| qed | p | mlot | 1 | loss is NaN at step 3 |" in markdown_text
+    assert "## Skipped pairs\n\nNone.\n" in markdown_text
     assert paths["summary.csv"].read_text(encoding="utf-8").count("\n") == 1  # header only

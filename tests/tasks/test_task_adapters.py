@@ -116,6 +116,17 @@ def test_squad_split_is_by_article(real: _Loaded) -> None:
     assert (len(train_titles), len(test_titles)) == (38, 10)
     assert not train_titles & test_titles
     assert "Warsaw" in test_titles and "Super_Bowl_50" in train_titles
+    assert all(e.cluster_id == title_of[e.context] for e in train + test)  # the article is the cluster
+
+
+@pytest.mark.parametrize(("name", "clusters"), [("fairytaleqa", 23), ("squad", 10), ("qed", 1355),
+                                                ("pubmedqa", 500), ("dialogsum", 500)])
+def test_test_split_clusters(real: _Loaded, name: str, clusters: int) -> None:
+    """Stories (FairytaleQA) and articles (SQuAD) group examples; elsewhere each example is its own cluster."""
+    _, _, test = real[name]
+    assert len({e.cluster_id for e in test}) == clusters
+    if clusters == len(test):
+        assert all(e.cluster == "" and e.cluster_id == e.id for e in test)
 
 
 def test_fairytaleqa_references_and_context(real: _Loaded) -> None:
@@ -246,6 +257,7 @@ def test_fairytaleqa_synthetic_context_and_references(tmp_path: Path) -> None:
     assert first.context == "Three\n\nparagraphs.\nOne." and first.references == ("A b", "c")
     assert second.context == "Two a.\nTwo b." and second.references == ("d",)
     assert (first.id, second.id) == ("tale#1", "tale#2")
+    assert first.cluster_id == second.cluster_id == "tale"  # one story, one cluster
     assert len(task.data_files()) == 4
 
 
