@@ -17,7 +17,8 @@ from transformers import AutoTokenizer
 from methods.batch import DistillBatch, TeacherOutputs, TokenView
 from methods.edit_alignment import dtw_align
 from methods.mined import MinED
-from methods.vocab_map import VocabInfo, load_or_build_vocab_map
+from methods.token_text import VocabInfo
+from methods.vocab_map import load_or_build_vocab_map
 
 QWEN2 = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "qwen2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -26,7 +26,8 @@ from methods.batch import DistillBatch, TeacherOutputs
 from methods.divergences import forward_kl
 from methods.edit_alignment import dtw_align
 from methods.registry import METHODS
-from methods.vocab_map import TokenCanonicalizer, VocabInfo, VocabMap, load_or_build_vocab_map
+from methods.token_text import TokenCanonicalizer, VocabInfo
+from methods.vocab_map import VocabMap, load_or_build_vocab_map
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from tokenizers import Tokenizer, decoders, models
 from transformers import GPT2Tokenizer, LlamaTokenizer, PreTrainedTokenizerFast
 
 from methods import vocab_map as vm
-from methods.vocab_map import TokenCanonicalizer, VocabInfo, build_vocab_map, load_or_build_vocab_map
+from methods.token_text import TokenCanonicalizer, VocabInfo
+from methods.vocab_map import build_vocab_map, load_or_build_vocab_map
 
 TOKENIZERS = Path(__file__).resolve().parents[3] / "shared" / "tokenizers"
 
