@@ -231,7 +231,7 @@ class GroupedBatch:
     def one_to_one_share(self) -> Tensor:
         """Share of the student's answer tokens that form a 1:1 text group (O_T of §19)."""
         pairs = sum(g.text_pair for row in self.groups for g in row)
-        return torch.tensor(pairs / max(int(self.student_text_tokens.sum()), 1))
+        return torch.tensor(pairs / max(int(self.student_text_tokens.sum()), 1), device=self.mask.device)
 
     def exact_alignment(self) -> Alignment:
         """The ``exact`` groups as token pairs (one token per side), for the position-wise losses."""
