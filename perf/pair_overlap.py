@@ -5,9 +5,9 @@ Run from the repository root::
     python -m perf.pair_overlap [--task qed] [--limit 2000] [--pairs qwen2:gpt2 llama2:pythia-gptneox ...]
 
 Per pair (teacher:student, as in the pair names): the vocabulary overlap on canonical bytes (O_V = student tokens
-whose bytes some teacher token writes; NeMo's |∩| / min; Jaccard), the Jaccard index as
-``shared/tokenizers/README.md`` defines it (raw vocabulary strings with Ġ and ▁ read as one leading-space marker)
-for comparison, and the text overlap of the task's first ``--limit`` training answers encoded as the collator
+whose bytes some teacher token writes; NeMo's |∩| / min; Jaccard), the Jaccard index on raw vocabulary strings with
+Ġ and ▁ read as one leading-space marker (how ``shared/tokenizers/README.md`` describes its table; the table's
+numbers match the canonical-bytes Jaccard, so it must have decoded byte pieces too), and the text overlap of the task's first ``--limit`` training answers encoded as the collator
 encodes them after a plain prompt (O_T, byte-weighted share, mean tokens per group). ``llama3`` is read from its
 tiktoken ranks through transformers' converter (a few seconds).
 """
@@ -41,8 +41,8 @@ def load_tokenizer(family: str):
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
 
 
-def readme_jaccard(student: VocabInfo, teacher: VocabInfo) -> float:
-    """The README's measure: vocabulary strings with both leading-space markers read as one."""
+def marker_jaccard(student: VocabInfo, teacher: VocabInfo) -> float:
+    """Jaccard of raw vocabulary strings with both leading-space markers read as one (KDFlow's Ġ→▁ swap, §16.1)."""
     student_set, teacher_set = ({token.replace("Ġ", "▁") for token in info.vocab} for info in (student, teacher))
     return len(student_set & teacher_set) / len(student_set | teacher_set)
 
@@ -60,7 +60,7 @@ def main() -> None:
     tokenizers = {family: load_tokenizer(family) for family in sorted(families)}
     infos = {family: VocabInfo.from_tokenizer(tokenizer) for family, tokenizer in tokenizers.items()}
     print(f"{args.task}: {len(answers)} training answers, {sum(len(a.encode()) for a in answers):,} bytes")
-    print("| teacher → student | O_V | NeMo | Jaccard | README Jaccard | O_T | bytes in 1:1 | tokens/group s, t |")
+    print("| teacher → student | O_V | NeMo | Jaccard | Jaccard, raw Ġ=▁ | O_T | bytes in 1:1 | tokens/group s, t |")
     print("|---|---|---|---|---|---|---|---|")
     for pair in args.pairs:
         teacher, student = pair.split(":")
@@ -68,7 +68,7 @@ def main() -> None:
         vocab = vocabulary_overlap(infos[student], infos[teacher])
         text = measure_text_overlap(tokenizers[student], tokenizers[teacher], answers)
         print(f"| {teacher} → {student} | {vocab.student_share:.3f} | {vocab.nemo:.3f} | {vocab.jaccard:.3f} | "
-              f"{readme_jaccard(infos[student], infos[teacher]):.3f} | {text.one_to_one_share:.3f} | "
+              f"{marker_jaccard(infos[student], infos[teacher]):.3f} | {text.one_to_one_share:.3f} | "
               f"{text.byte_share:.3f} | {text.student_group_size:.2f}, {text.teacher_group_size:.2f} |"
               f"  ({time.perf_counter() - start:.1f} s)")
 
