@@ -19,7 +19,8 @@ from benchmark.build_lock import build_lock
 from benchmark.digest import digest
 from benchmark.files import write_atomic
 from methods.resources import PairResources
-from methods.vocab_map import MAP_VERSION, VocabInfo, VocabMap, build_vocab_map
+from methods.token_text import VocabInfo
+from methods.vocab_map import MAP_VERSION, VocabMap, build_vocab_map
 
 
 @dataclass

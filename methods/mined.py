@@ -25,7 +25,8 @@ from methods.divergences import forward_kl
 from methods.edit_alignment import dtw_align
 from methods.registry import METHODS
 from methods.resources import PairResources
-from methods.vocab_map import TokenCanonicalizer, VocabMap
+from methods.token_text import TokenCanonicalizer
+from methods.vocab_map import VocabMap
 
 
 @dataclass(frozen=True)

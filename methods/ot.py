@@ -33,14 +33,16 @@ def pad_last(x: Tensor, size: int) -> Tensor:
     return torch.nn.functional.pad(x, (0, size - x.size(-1)))
 
 
-def append_tail(probs: Tensor) -> Tensor:
+def append_tail(probs: Tensor, mass: Tensor | float = 1.0) -> Tensor:
     """``[..., k] -> [..., k+1]``: the probability mass outside the ``k`` entries as one explicit last bin.
 
-    With the tail bin a truncated distribution keeps its full mass without renormalising the kept entries. The
-    clamp only absorbs float rounding when the kept entries already hold (almost) everything.
+    With the tail bin a truncated distribution keeps its full mass without renormalising the kept entries. ``mass``
+    (``[...]`` or a number) is the whole vector's mass: 1 for a distribution, less for GOLD's merged span vectors.
+    The clamp only absorbs float rounding when the kept entries already hold (almost) everything.
     """
-    tail = (1.0 - probs.sum(-1, keepdim=True)).clamp_min(0.0)
-    return torch.cat([probs, tail], dim=-1)
+    mass = torch.as_tensor(mass, dtype=probs.dtype, device=probs.device)
+    tail = (mass.unsqueeze(-1) if mass.dim() else mass) - probs.sum(-1, keepdim=True)
+    return torch.cat([probs, tail.clamp_min(0.0)], dim=-1)
 
 
 def temper(probs: Tensor, temperature: float) -> Tensor:

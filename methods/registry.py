@@ -12,7 +12,9 @@ from methods.base import Method
 METHODS: Registry[type[Method]] = Registry("method", name_attribute="name")
 
 # Modules whose import registers the built-in methods (each decorates its class with @METHODS.register).
-BUILTIN_METHOD_MODULES = ("methods.baselines", "methods.uld", "methods.mined", "methods.mlot")
+BUILTIN_METHOD_MODULES = (
+    "methods.baselines", "methods.uld", "methods.mined", "methods.mlot", "methods.gold", "methods.alm", "methods.eta_kl",
+)
 ENTRY_POINT_GROUP = "ctkd_bench.methods"
 
 _loaded_builtins = False

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from methods.vocab_map import VocabInfo, VocabMap, build_vocab_map
+from methods.token_text import VocabInfo
+from methods.vocab_map import VocabMap, build_vocab_map
 
 
 @dataclass

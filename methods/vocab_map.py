@@ -1,10 +1,11 @@
-"""Teacher→student vocabulary map by minimum edit distance (MinED; methods-spec §3.1), cached on disk.
+"""Teacher→student vocabulary map by minimum edit distance (MinED; methods-spec §3.1).
 
 Following FuseLLM's vocabulary mapping: each teacher token maps to the student token with the same text, else to
 the student token at minimum Levenshtein distance (first minimum in student-id order on ties). Beyond FuseLLM:
 
-* token strings are compared as the text they stand for, so byte-level BPE (``Ġthe``, ``Ċ``), SentencePiece
-  (``▁the``, ``<0x0A>``) and plain vocabularies meet on one form whose word-boundary marker is a plain space;
+* token strings are compared as the text they stand for (:mod:`methods.token_text`), so byte-level BPE (``Ġthe``,
+  ``Ċ``), SentencePiece (``▁the``, ``<0x0A>``) and plain vocabularies meet on one form whose word-boundary marker
+  is a plain space;
 * special tokens with a shared role map role to role (teacher EOS → student EOS), other specials only to student
   specials, and ordinary tokens only to ordinary tokens;
 * :meth:`VocabInfo.fingerprint` identifies everything the map depends on, so the harness side can cache it per pair
@@ -12,122 +13,17 @@ the student token at minimum Levenshtein distance (first minimum in student-id o
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from benchmark.digest import digest
+from methods.token_text import ROLES, VocabInfo
 
 MAP_VERSION = 1  # bump when the mapping rules change: caches key on it
-ROLES = ("eos_token", "bos_token", "pad_token", "unk_token")  # checked in this order; the first shared role wins
-SENTENCEPIECE_MARKER = "▁"
-_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece byte-fallback pieces
 _CHUNK = 512  # teacher tokens per cdist call: 512 x 49k int32 distances is ~100 MB
-
-
-def _byte_alphabet() -> dict[str, int]:
-    """Byte-level BPE's alphabet (GPT-2 scheme): printable Latin-1 bytes stand for themselves, the other bytes
-    for the code points 256, 257, ... in byte order (so a space is ``Ġ`` and a newline ``Ċ``)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    alphabet = {chr(byte): byte for byte in printable}
-    shifted = (byte for byte in range(256) if chr(byte) not in alphabet)
-    alphabet.update({chr(256 + n): byte for n, byte in enumerate(shifted)})
-    return alphabet
-
-
-_BYTE_ALPHABET = _byte_alphabet()
-
-
-@dataclass(frozen=True)
-class TokenCanonicalizer:
-    """Token string → the text it stands for, comparable across tokenizer families.
-
-    Bytes that are not valid UTF-8 on their own (a fragment of a multi-byte character) become surrogate-escape code
-    points (U+DC80 + byte), so the same fragment compares equal whichever family produced it.
-    """
-
-    byte_level: bool
-    literals: frozenset[str] = frozenset()  # added tokens: matched on raw text, so never byte-encoded
-
-    def __call__(self, token: str) -> str:
-        if token in self.literals:
-            return token
-        if self.byte_level:
-            try:
-                data = bytes(_BYTE_ALPHABET[char] for char in token)
-            except KeyError:
-                return token  # not a byte-level string, e.g. text that was already decoded
-        else:
-            piece = _BYTE_PIECE.fullmatch(token)
-            if piece is None:
-                return token.replace(SENTENCEPIECE_MARKER, " ")
-            data = bytes([int(piece.group(1), 16)])
-        return data.decode("utf-8", errors="surrogateescape")
-
-
-@dataclass(frozen=True)
-class VocabInfo:
-    """What the map needs from one tokenizer (build one by hand in tests, or with :meth:`from_tokenizer`)."""
-
-    vocab: Mapping[str, int]  # token string -> id
-    byte_level: bool
-    special_ids: frozenset[int] = frozenset()
-    roles: Mapping[str, int] = field(default_factory=dict)  # e.g. {"eos_token": 2}
-    literals: frozenset[str] = frozenset()  # added tokens, stored verbatim
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer: Any) -> "VocabInfo":
-        """Read a Hugging Face tokenizer (any family)."""
-        added = getattr(tokenizer, "added_tokens_decoder", {})
-        special = set(tokenizer.all_special_ids) | {i for i, token in added.items() if token.special}
-        roles = {role: getattr(tokenizer, f"{role}_id") for role in ROLES}
-        return cls(
-            vocab=dict(tokenizer.get_vocab()),
-            byte_level=_is_byte_level(tokenizer),
-            special_ids=frozenset(special),
-            roles={role: i for role, i in roles.items() if i is not None},
-            literals=frozenset(token.content for token in added.values()),
-        )
-
-    @property
-    def size(self) -> int:
-        """One past the largest id (ids without a token are holes)."""
-        return max(self.vocab.values()) + 1
-
-    def canonicalizer(self) -> TokenCanonicalizer:
-        return TokenCanonicalizer(self.byte_level, self.literals)
-
-    def canonical_strings(self) -> list[str | None]:
-        """Canonical text per id, ``None`` for ids without a token."""
-        canon = self.canonicalizer()
-        strings: list[str | None] = [None] * self.size
-        for token, i in self.vocab.items():
-            strings[i] = canon(token)
-        return strings
-
-    def fingerprint(self) -> str:
-        """Digest of everything the map depends on: the sorted vocabulary, the special tokens and the family."""
-        return digest({
-            "vocab": sorted(self.vocab.items()),
-            "byte_level": self.byte_level,
-            "special_ids": sorted(self.special_ids),
-            "roles": sorted(self.roles.items()),
-            "literals": sorted(self.literals),
-        })
-
-
-def _is_byte_level(tokenizer: Any) -> bool:
-    """A fast tokenizer whose decoder (or one step of it) is ByteLevel; tokenizers without a backend are read as
-    SentencePiece-like or plain vocabularies."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    decoder = getattr(backend, "decoder", None)
-    if decoder is None:
-        return False
-    return '"ByteLevel"' in decoder.__getstate__().decode("utf-8")
 
 
 @dataclass(frozen=True)

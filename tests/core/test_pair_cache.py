@@ -9,7 +9,8 @@ import pytest
 
 from benchmark import pair_cache
 from benchmark.pair_cache import cached_vocab_map
-from methods.vocab_map import VocabInfo, build_vocab_map
+from methods.token_text import VocabInfo
+from methods.vocab_map import build_vocab_map
 
 
 def info(tokens: list[str], byte_level: bool = False) -> VocabInfo:

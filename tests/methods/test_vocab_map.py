@@ -10,7 +10,8 @@ from rapidfuzz.distance import Levenshtein
 from tokenizers import Tokenizer, decoders, models
 from transformers import GPT2Tokenizer, LlamaTokenizer, PreTrainedTokenizerFast
 
-from methods.vocab_map import TokenCanonicalizer, VocabInfo, build_vocab_map
+from methods.token_text import TokenCanonicalizer, VocabInfo
+from methods.vocab_map import build_vocab_map
 
 TOKENIZERS = Path(__file__).resolve().parents[3] / "shared" / "tokenizers"
 

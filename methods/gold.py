@@ -1,0 +1,182 @@
+"""GOLD — TRL's cross-tokenizer logit distillation, off-policy (``trl.experimental.gold`` @ f2cd577; spec §8).
+
+Both tokenisations of the answer are cut into the groups of :mod:`methods.spans` (TRL's byte-offset alignment,
+§8.3). Each side turns a group of ``r`` tokens into one vector over its own vocabulary (§8.4), with each scalar
+floored at ε = 1e-8 as in TRL:
+
+* ``bayesian`` (our default, §8.10): rows predict their own token (§0), and
+  ``q̂ = q(g_r) · Π_{h<r} q(g_h)[x(g_h)]``, i.e. ``q̂[v] = P(x(g_1) … x(g_{r−1}), then v | context)``: the chain rule;
+* ``observed`` (TRL's default at f2cd577): each token's row is the one at its own position (predicting the next
+  token, "one token late"), and ``q̂ = q(g_1) · Π_{h≥2} q(g_h)[x(g_h)]``, each scalar being the probability a row
+  gives to its own input token (§8.4, §8.9.4). Kept to reproduce TRL.
+
+The merged vectors are sub-stochastic and compared as they are: by ULD (§8.5; L1 between the two vectors sorted
+descending, the shorter zero-padded), averaged over a sample's groups, then over the samples. ``hybrid`` (§8.6)
+splits each vector: on the matched vocabulary M (tokens both sides hold: raw strings as TRL, or canonical bytes)
+the generalised JSD_β of the two sub-vectors, on the rest ULD; weights ``|M| / V_t`` and ``1 − |M| / V_t``
+(``V_t`` the teacher's logit width) unless both are given. ``L = ce_weight · CE + weight · GOLD``.
+
+Where this differs from TRL, and why:
+
+* spans come from the canonical bytes of any tokenizer (:mod:`methods.spans`), checked against the answer; TRL
+  reads HF offsets and accepts ByteLevel tokenizers only (§8.1, §8.10);
+* each sorted vector keeps its ``k`` largest entries plus one tail bin (as our ``uld``, §14.2): a lower bound of the
+  full-sort ULD, equal to it when ``k`` covers a vocabulary (``k`` = 200,000 reproduces TRL's full sort);
+* the final EOS never joins a text group (it writes no bytes); TRL's ``skip_eos`` drops each side's last labelled
+  token instead, whatever it is. With ``skip_eos=False`` the two EOS tokens form a group of their own;
+* a sample without any group is left out of the batch mean (TRL counts it as 0);
+* on-policy training (``gold-onpolicy``, TRL's ``lmbda`` = 0.5) needs student generations mid-training from the
+  harness; this loss is written to run unchanged on such batches, but no on-policy method is registered yet.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from methods.alignment import gather_rows, sample_mean
+from methods.base import MethodConfig
+from methods.batch import DistillBatch, TeacherOutputs
+from methods.divergences import generalized_jsd
+from methods.ot import append_tail, pad_last, rank_l1
+from methods.overlap import MATCHINGS, shared_vocabulary
+from methods.registry import METHODS
+from methods.spans import ByteAlignedMethod, SideGroups, TokenizerPair, token_log_probs
+
+MERGES: tuple[str, ...] = ("bayesian", "observed")
+FLOOR = 1e-8  # probabilities are floored here before their logs enter a product [code: GT l.553–621, l.623–749]
+
+
+@dataclass(frozen=True)
+class GOLDConfig(MethodConfig):
+    """GOLD's hyper-parameters: TRL's defaults unless marked otherwise."""
+
+    merge: str = "bayesian"  # [suite, spec §8.10]; "observed" is TRL's uld_token_merge_strategy default [code]
+    k: int = 100  # [suite, spec §14.2] top-k + tail bin per merged vector; TRL sorts the full vocabulary [code]
+    temperature: float = 1.0  # uld_student_temperature = uld_teacher_temperature [code]
+    weight: float = 1.0  # uld_distillation_weight [code]
+    ce_weight: float = 0.0  # uld_crossentropy_weight [code]
+    skip_eos: bool = True  # uld_skip_student_eos / uld_skip_teacher_eos [code]: the EOS pair is not distilled
+    hybrid: bool = False  # uld_use_hybrid_loss [code]
+    match: str = "canonical"  # hybrid vocabulary matching [suite, spec §8.10]; "raw" strings as TRL [code]
+    beta: float = 0.5  # JSD β of the hybrid matched term [code]
+    matched_weight: float | None = None  # uld_hybrid_matched_weight [code]; None with unmatched_weight None: |M|/V_t
+    unmatched_weight: float | None = None  # uld_hybrid_unmatched_weight [code]
+
+    def __post_init__(self) -> None:
+        if self.merge not in MERGES:
+            raise ValueError(f"merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.match not in MATCHINGS:
+            raise ValueError(f"match must be one of {', '.join(MATCHINGS)}, got {self.match!r}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        if (self.matched_weight is None) != (self.unmatched_weight is None):
+            raise ValueError("set both matched_weight and unmatched_weight, or neither (adaptive |M|/V_t weights)")
+
+
+@dataclass(frozen=True)
+class MergedSpans:
+    """One side's groups as merged vectors ``q̂ = exp(log_mass) · softmax(base)``."""
+
+    base: Tensor  # [B, G, V] fp32 logits (at the temperature) of each group's base row
+    log_mass: Tensor  # [B, G] log of the product of the group's other scalars
+    valid: Tensor  # [B, G] bool: every row the merge reads exists
+
+
+@METHODS.register("gold")
+class GOLD(ByteAlignedMethod):
+    """TRL's GOLD, off-policy: merged span probabilities compared by ULD, optionally hybrid (spec §8, §8.10)."""
+
+    config_class = GOLDConfig
+    teacher_needs = "full_logits"
+    config: GOLDConfig
+
+    def prepare_pair(self, pair: TokenizerPair) -> None:
+        super().prepare_pair(pair)
+        self._matched: tuple[Tensor, Tensor] | None = None
+        if self.config.hybrid:
+            pairs = shared_vocabulary(pair.student, pair.teacher, self.config.match)
+            self._matched = torch.tensor(pairs.student, dtype=torch.long), torch.tensor(pairs.teacher, dtype=torch.long)
+
+    def loss(self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor) -> dict[str, Tensor]:
+        teacher_logits = self.teacher_logits(teacher)
+        cfg = self.config
+        grouped = self.pair.group(batch)
+        counted = grouped.mask & ~grouped.special if cfg.skip_eos else grouped.mask
+        student = self.merge(batch.student.gather_answer_rows(student_logits), batch.student.answer_ids, grouped.student)
+        teacher_side = self.merge(teacher_logits, batch.teacher.answer_ids, grouped.teacher)
+        counted = counted & student.valid & teacher_side.valid
+        terms: dict[str, Tensor] = {}
+        if cfg.hybrid:
+            matched, unmatched = self._hybrid_parts(student, teacher_side)
+            matched_weight, unmatched_weight = self._hybrid_weights(teacher_logits.size(-1))
+            distance = matched_weight * matched + unmatched_weight * unmatched
+            terms = {"gold_matched": sample_mean(matched, counted).detach(),
+                     "gold_unmatched": sample_mean(unmatched, counted).detach()}
+        else:
+            distance = self._sorted_l1(student, teacher_side)
+        gold = sample_mean(distance, counted)
+        return {
+            "loss": cfg.ce_weight * ce + cfg.weight * gold,
+            "ce": ce.detach(),
+            "gold": gold.detach(),
+            **terms,
+            "byte_coverage": grouped.byte_share(counted),
+            "one_to_one_share": grouped.one_to_one_share(),
+        }
+
+    def merge(self, rows: Tensor, ids: Tensor, side: SideGroups) -> MergedSpans:
+        """Merge each group of one side (``rows`` ``[B, A, V]``: the side's answer rows) as the config says."""
+        rows = rows.float() / self.config.temperature
+        shift = 1 if self.config.merge == "observed" else 0
+        scalars = token_log_probs(rows, ids, shift).clamp_min(math.log(FLOOR))
+        base_token = side.last if self.config.merge == "bayesian" else side.first
+        log_mass = side.group_sum(scalars) - scalars.gather(1, base_token)
+        base = gather_rows(rows, (base_token + shift).clamp_max(rows.size(1) - 1))
+        valid = side.last + shift < side.tokens.unsqueeze(1)
+        return MergedSpans(base, log_mass, valid)
+
+    def _top(self, merged: MergedSpans, logits: Tensor, mass: Tensor) -> tuple[Tensor, Tensor]:
+        """The ``k`` largest entries of the merged vector ``exp(log_mass) · softmax(base)`` among ``logits`` (``base``,
+        or ``base`` with excluded columns at -inf), with the ``mass`` those entries are part of."""
+        values = torch.topk(logits, min(self.config.k, logits.size(-1)), dim=-1).values
+        log_probs = values - torch.logsumexp(merged.base, -1, keepdim=True) + merged.log_mass.unsqueeze(-1)
+        return log_probs.exp(), mass
+
+    def _sorted_l1(self, student: MergedSpans, teacher: MergedSpans) -> Tensor:
+        sides = [self._top(side, side.base, side.log_mass.exp()) for side in (teacher, student)]
+        return _rank_l1_with_tails(*sides)
+
+    def _hybrid_parts(self, student: MergedSpans, teacher: MergedSpans) -> tuple[Tensor, Tensor]:
+        """``[B, G]`` JSD_β on the matched vocabulary and sorted L1 on the rest (spec §8.6)."""
+        assert self._matched is not None
+        logs, unmatched = [], []
+        for side, ids in ((teacher, self._matched[1]), (student, self._matched[0])):
+            matched_logits = side.base[..., ids.to(side.base.device)]
+            log_norm = torch.logsumexp(side.base, -1)
+            matched_log = matched_logits - log_norm.unsqueeze(-1) + side.log_mass.unsqueeze(-1)
+            logs.append(matched_log.clamp_min(math.log(FLOOR)))
+            matched_share = torch.logsumexp(matched_logits, -1) - log_norm
+            rest = side.log_mass.exp() * (-torch.expm1(matched_share)).clamp_min(0.0)
+            unmatched.append(self._top(side, side.base.index_fill(-1, ids.to(side.base.device), float("-inf")), rest))
+        return generalized_jsd(logs[0], logs[1], self.config.beta), _rank_l1_with_tails(*unmatched)
+
+    def _hybrid_weights(self, teacher_width: int) -> tuple[float, float]:
+        cfg = self.config
+        if cfg.matched_weight is not None and cfg.unmatched_weight is not None:
+            return cfg.matched_weight, cfg.unmatched_weight
+        assert self._matched is not None
+        matched = len(self._matched[1]) / teacher_width
+        return matched, 1.0 - matched
+
+
+def _rank_l1_with_tails(teacher: tuple[Tensor, Tensor], student: tuple[Tensor, Tensor]) -> Tensor:
+    """Sorted L1 between two (top entries, total mass) vectors: zero-padded to one width, tail bins appended."""
+    size = max(teacher[0].size(-1), student[0].size(-1))
+    return rank_l1(*(append_tail(pad_last(top, size), mass) for top, mass in (teacher, student)))
