@@ -106,9 +106,16 @@ def answer_logits(view: TokenView, vocab_size: int, *, scale: float = 2.0, seed:
 
 
 def teacher_outputs(
-    view: TokenView, logits: Tensor, *, cache_k: int | None = None, garbage: float = 30.0, seed: int = 0
+    view: TokenView,
+    logits: Tensor,
+    *,
+    cache_k: int | None = None,
+    temperatures: Sequence[float] = (2.0,),
+    garbage: float = 30.0,
+    seed: int = 0,
 ) -> TeacherOutputs:
-    """Teacher outputs at the answer rows: full ``logits`` (live form) or, with ``cache_k``, the cached top-k form.
+    """Teacher outputs at the answer rows: full ``logits`` (live form) or, with ``cache_k``, the cached top-k form
+    with the full-vocabulary log-normalisers ``logsumexp(z / tau)`` for ``temperatures`` (besides tau = 1).
 
     Rows behind ``answer_mask`` are overwritten with random values of scale ``garbage``.
     """
@@ -121,6 +128,7 @@ def teacher_outputs(
     return TeacherOutputs(
         mask=view.answer_mask, topk_logits=values, topk_ids=ids,
         logsumexp=torch.logsumexp(logits.float(), -1), vocab_size=logits.size(-1),
+        tempered_logsumexp={float(tau): torch.logsumexp(logits.float() / tau, -1) for tau in temperatures},
     )
 
 
@@ -138,10 +146,11 @@ def run_loss(
     teacher_answer: Tensor,
     *,
     cache_k: int | None = None,
+    temperatures: Sequence[float] = (2.0,),
     ce: float = 2.0,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """``method.loss`` on answer-row logits placed into full logits; returns the terms and the student logits
     leaf (``requires_grad``), so a test can back-propagate and inspect ``.grad``."""
     student = place_rows(batch.student, student_answer).requires_grad_()
-    teacher = teacher_outputs(batch.teacher, teacher_answer, cache_k=cache_k)
+    teacher = teacher_outputs(batch.teacher, teacher_answer, cache_k=cache_k, temperatures=temperatures)
     return method.loss(batch, student, teacher, torch.tensor(ce)), student
