@@ -27,6 +27,7 @@ from methods.ot import (
     rank_l1,
     sparse_column_sums,
     top_columns,
+    topk_logprobs,
 )
 from methods.registry import METHODS
 
@@ -163,6 +164,9 @@ class MLOT(Method):
         return gather_sparse(probs, ids, columns)
 
 
+OFFICIAL_RANKINGS: tuple[str, ...] = ("batch", "tokenwise", "sequence")
+
+
 @dataclass(frozen=True)
 class MLOTOfficialConfig(MethodConfig):
     """Every constant of the official ``DistillationLoss`` (``f=1``), spec §1.2; all defaults are the code's."""
@@ -172,7 +176,9 @@ class MLOTOfficialConfig(MethodConfig):
     std_epsilon: float = 1e-4  # [code]
     student_temperature: float = 1.0  # [code]
     teacher_temperature: float = 1.0  # [code]
-    batch_ranking: bool = True  # [code] improved_sort: column sums over batch AND rows; False: per sequence
+    ranking: str = "batch"  # [code 712cfb4, HEAD] improved_sort's column sums over batch AND rows; "tokenwise"
+    #                         [code d8d298f]: each row's own top-k (the row sort before improved_sort, spec §1.2.10);
+    #                         "sequence": column sums per sequence [suite, the paper's SR]
     sl_softmax: bool = True  # [code] KL_wo re-applies softmax to the top-k probabilities ("double softmax", #4)
     sl_reversed: bool = True  # [code] KL_wo(teacher, student): student-weighted, teacher on the log side
     sl_weight: float = 0.1  # [code]
@@ -188,6 +194,8 @@ class MLOTOfficialConfig(MethodConfig):
     def __post_init__(self) -> None:
         if self.k < 1 or self.sinkhorn_iterations < 0:
             raise ValueError("k must be >= 1 and sinkhorn_iterations >= 0")
+        if self.ranking not in OFFICIAL_RANKINGS:
+            raise ValueError(f"ranking must be one of {OFFICIAL_RANKINGS}, got {self.ranking!r}")
         if min(self.student_temperature, self.teacher_temperature, self.sd_temperature) <= 0:
             raise ValueError("temperatures must be > 0")
 
@@ -198,7 +206,11 @@ class MLOTOfficial(Method):
 
     1. logits / (std + 1e-4) per position; softmax at the student/teacher temperatures; answer rows left-justified
        into ``[B, L, V]`` with zero rows past each side's length, L = the longest answer of either side.
-    2. Ranking over the whole batch, each side by its own column sums; first 50 columns.
+    2. Ranking (``ranking``), each side on its own, then the first 50 columns. ``batch`` (commit 712cfb4, the
+       repository's HEAD since Feb 2026): one column order from the column sums over the whole batch. ``tokenwise``
+       (commits 77e32ae and d8d298f, the released code): each row sorted descending on its own before
+       ``improved_sort``, which makes that sort the identity, so every row keeps its own 50 largest values (the
+       ULD sort cut to 50). Which one produced the paper's numbers is unknown (spec §1.2.10); record the choice.
     3. HAD: per sequence mean over the first min(n_s, n_t) rows of ``sum |s - t|``, mean over the batch.
     4. SL: ``-sum softmax(s~) log softmax(t~)`` (second softmax, student-weighted) averaged over all B x L rows.
     5. SD per sequence: ``softmax(p / 2)`` of the top-50 vectors, ``C = cdist(teacher rows, student rows, p=1)``
@@ -206,7 +218,8 @@ class MLOTOfficial(Method):
        over the batch.
     6. ``L = CE + 1.5 * (HAD + 0.1 * SL + 0.1 * SD)``.
 
-    Deviations: the math runs in float32 (the code ran in pure bf16, so values differ by bf16 rounding); the
+    Deviations (docs/method-deviations.md): ``tokenwise`` sums SD over the batch as d8d298f does (77e32ae kept only
+    the last sample's); the math runs in float32 (the code ran in pure bf16, so values differ by bf16 rounding); the
     ranking uses ``torch.topk`` instead of a full ``argsort`` (the same columns up to exact ties). NaN guards,
     always on because they only change results that would be NaN: a sequence without any positional pair is left
     out of HAD's batch mean (the code: mean of nothing); Sinkhorn divides by ``max(sum, 1e-30)`` (the code: 0/0).
@@ -260,7 +273,9 @@ class MLOTOfficial(Method):
             logits = logits / ((logits.std(-1, keepdim=True) + self.config.std_epsilon) * temperature)
         elif temperature != 1.0:
             logits = logits / temperature
-        return column_ranked_logprobs(logits, mask, self.config.k, over_batch=self.config.batch_ranking).exp()
+        if self.config.ranking == "tokenwise":
+            return topk_logprobs(logits, self.config.k)[0].exp()
+        return column_ranked_logprobs(logits, mask, self.config.k, over_batch=self.config.ranking == "batch").exp()
 
     def _sl_rows(self, s: Tensor, t: Tensor) -> Tensor:
         """Step 4 per row ``[B, L]``: cross-entropy between the (re-softmaxed) top-k vectors."""

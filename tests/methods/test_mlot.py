@@ -275,8 +275,10 @@ def official_by_hand(student: list[list[list[float]]], teacher: list[list[list[f
         def order(samples):
             sums = [sum(row[v] for rows in samples for row in rows) for v in range(vocab)]
             return sorted(range(vocab), key=lambda v: -sums[v])[: cfg.k]
+        if cfg.ranking == "tokenwise":  # each row sorted on its own (zero rows stay zero), first k
+            return [[sorted(row, reverse=True)[: cfg.k] for row in rows] for rows in side]
         shared = order(side)
-        return [[[row[v] for v in (shared if cfg.batch_ranking else order([rows]))] for row in rows]
+        return [[[row[v] for v in (shared if cfg.ranking == "batch" else order([rows]))] for row in rows]
                 for rows in side]
 
     length = max(len(rows) for rows in student + teacher)
@@ -316,13 +318,13 @@ def official_by_hand(student: list[list[list[float]]], teacher: list[list[list[f
     return {"had": had, "sl": sl, "sd": sd, "loss": loss}
 
 
-QUIRKS_OFF = dict(std_scaling=False, batch_ranking=False, sl_softmax=False, sl_reversed=False, padded_rows=False)
+QUIRKS_OFF = dict(std_scaling=False, ranking="sequence", sl_softmax=False, sl_reversed=False, padded_rows=False)
 
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, QUIRKS_OFF, {"k": 7, "sinkhorn_iterations": 1}, {"sd_temperature": 0.05}],
-    ids=["code", "quirks-off", "k-beyond-vocab", "sharp-sd"],
+    [{}, {"ranking": "tokenwise"}, QUIRKS_OFF, {"k": 7, "sinkhorn_iterations": 1}, {"sd_temperature": 0.05}],
+    ids=["code", "tokenwise", "quirks-off", "k-beyond-vocab", "sharp-sd"],
 )
 def test_official_variant_matches_spec_by_hand(overrides):
     # Student: 3 and 1 text rows (+ EOS); teacher: 2 and 2 rows (an empty-string token stands in for a second
@@ -339,9 +341,24 @@ def test_official_variant_matches_spec_by_hand(overrides):
         assert out[term].item() == pytest.approx(value, rel=1e-5), term
 
 
+@pytest.mark.parametrize("ranking, had", [("batch", 0.45), ("tokenwise", 0.1)])
+def test_official_rankings_on_a_hand_case_where_they_differ(ranking, had):
+    # Commit 712cfb4 (batch): one column order from the batch's column sums, student (.7, .5, .8) -> columns 2, 0
+    # and teacher (.4, .5, 1.1) -> columns 2, 1; HAD = (.4 + .3 + .1 + .1) / 2. Commit d8d298f (tokenwise): each row's
+    # own two largest values, student (.6, .3), (.7, .2) and teacher (.5, .3), (.6, .2); HAD = (.1 + .1) / 2.
+    batch = make_batch([["a"], ["b"]], [["a"], ["b"]], student_vocab=3, teacher_vocab=3)
+    student = logits_of([[0.6, 0.3, 0.1]], [[0.1, 0.2, 0.7]])
+    teacher = logits_of([[0.2, 0.3, 0.5]], [[0.2, 0.2, 0.6]])
+    out = run_loss(MLOTOfficial(MLOTOfficialConfig(k=2, std_scaling=False, ranking=ranking)), batch, student, teacher)[0]
+    assert out["had"].item() == pytest.approx(had, abs=1e-6)
+
+
 def test_official_config_and_contract():
     with pytest.raises(ValueError, match="unknown config key"):
         MLOTOfficialConfig.from_dict({"alpha": 0.15})
+    with pytest.raises(ValueError, match=r"ranking must be one of \('batch', 'tokenwise', 'sequence'\), got 'row'"):
+        MLOTOfficialConfig(ranking="row")
     default = MLOTOfficialConfig()
+    assert default.ranking == "batch"
     assert (default.k, default.sinkhorn_iterations, default.sd_scale, default.distil_factor) == (50, 10, 0.001, 1.5)
     assert MLOTOfficial.teacher_needs == "full_logits"
