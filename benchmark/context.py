@@ -113,8 +113,10 @@ class TaskPairContext:
         }
         if method is None:
             return config
+        defaults = type(method.config)().to_dict()
         return config | {
-            "method": {"config": method.config.to_dict(), "teacher_needs": method.teacher_needs},
+            "method": {"config": method.config.to_dict(), "teacher_needs": method.teacher_needs,
+                       "changed": {k: v for k, v in method.config.to_dict().items() if defaults.get(k) != v}},
             "train": hashed_fields(s.train),
             "train_data": hashed_fields(s.data),
             "teacher": {**hashed_fields(s.teacher), "model": self.teacher_spec.fingerprint(),

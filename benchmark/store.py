@@ -272,6 +272,7 @@ class CellRecord:
     train_s_per_step: float | None = None  # training wall time per optimizer step (None: no training)
     peak_memory_mb: float | None = None  # the cell's peak (GPU allocated or CPU resident), from run.json
     higher_is_better: bool = True  # the headline metric's direction (format 1 stores hold F1 and ROUGE only)
+    changed: str = ""  # the method config fields that differ from the method's defaults, e.g. "mode=exact"
     store_format: int = STORE_FORMAT
 
 
@@ -303,6 +304,14 @@ class StoreScan:
     def higher_is_better(self, task: str) -> bool:
         """Whether the task's headline metric improves upwards (as its cells record)."""
         return next((cell.higher_is_better for cell in self.cells if cell.task == task), True)
+
+    def changed_configs(self, task: str) -> dict[str, list[str]]:
+        """method -> the distinct non-default configurations its cells of ``task`` were trained with."""
+        found: dict[str, list[str]] = {}
+        for cell in self.cells:
+            if cell.task == task and cell.changed and cell.changed not in found.setdefault(cell.method, []):
+                found[cell.method].append(cell.changed)
+        return {method: variants for method, variants in found.items() if variants}
 
 
 class Store:
@@ -393,8 +402,11 @@ def _read_record(cell: Cell) -> CellRecord:
     metrics = _read_metrics(cell.dir / "metrics.json")
     if headline not in metrics:
         raise StoreError(f"{config_file}: headline metric {headline!r} is not among metrics {sorted(metrics)}")
+    method = config.get("method") if isinstance(config.get("method"), dict) else {}
+    changed = method.get("changed") if isinstance(method.get("changed"), dict) else {}
     return CellRecord(key.task, key.pair, key.method, key.seed, stored["hash"], headline, metrics,
                       **_costs(cell.run_info()), higher_is_better=bool(config.get("higher_is_better", True)),
+                      changed=", ".join(f"{name}={value}" for name, value in sorted(changed.items())),
                       store_format=store_format)
 
 

@@ -3,9 +3,10 @@ its task-fine-tuned copy (``teacher_prep sft``), the top-k output cache, the gen
 teacher's logits and hidden states. Every cached entry is keyed by :func:`teacher_key`.
 
 * Top-k cache: per teacher × task split × prompt format, the teacher's top-k logits, their ids and the
-  full-vocabulary log-normaliser at every answer row (so log-probabilities and the tail mass are exact), in one
-  safetensors file plus a manifest. Methods whose ``teacher_needs`` is ``topk_logits`` train from it without
-  loading the teacher.
+  full-vocabulary log-normaliser ``logsumexp(z / tau)`` at every answer row for tau = 1 and every temperature the
+  run's methods declare (``Method.teacher_temperatures``), so top-k log-probabilities and the tail mass are exact at
+  each of them; one safetensors file plus a manifest. Methods whose ``teacher_needs`` is ``topk_logits`` train from
+  it without loading the teacher.
 * Text cache: the teacher's greedy answers for SeqKD, appended as they are generated so a crash loses nothing.
 
 A stale or partial entry is detected (its manifest holds the full key and the data size) and rebuilt, never used.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -31,7 +32,7 @@ from benchmark.models import ModelSpec, load_model, load_tokenizer
 from benchmark.pairs import Pair
 from benchmark.prompting import PromptFormat
 from methods.base import Method
-from methods.batch import DistillBatch, TeacherOutputs
+from methods.batch import DistillBatch, TeacherOutputs, log_normalisers
 from tasks.base import Example
 
 if TYPE_CHECKING:
@@ -101,11 +102,14 @@ class LiveTeacher:
 class Teachers:
     """The teacher side of a run: serves each cell the teacher signal its method declares it needs."""
 
-    def __init__(self, cache_dir: Path, log: Callable[[str], None] = print, outputs_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path, log: Callable[[str], None] = print, outputs_dir: Path | None = None,
+                 temperatures: Iterable[float] = ()) -> None:
         """``cache_dir`` holds the models; the cached teacher outputs go to ``outputs_dir`` (default
-        ``<cache_dir>/teacher``)."""
+        ``<cache_dir>/teacher``). ``temperatures``: the log-normalisers a top-k cache stores besides tau = 1 (the
+        union over the run's methods, so one cache serves them all)."""
         self.cache_dir, self.log = Path(cache_dir), log
         self.outputs_dir = Path(outputs_dir) if outputs_dir is not None else self.cache_dir / "teacher"
+        self.temperatures = tuple(sorted({float(t) for t in temperatures} - {1.0}))
         self._loaded: tuple[str, Any, Any] | None = None  # (spec fingerprint, model, tokenizer)
 
     # -- the model -----------------------------------------------------------------------------------------------
@@ -160,7 +164,12 @@ class Teachers:
         if method.topk_needed > k:
             raise ValueError(f"method {method.name!r} needs teacher top-{method.topk_needed} but the cache keeps "
                              f"top-{k}; raise --topk")
-        key = self.key(ctx, "topk", k=k, examples=examples_digest(examples, answers))
+        missing = sorted(set(method.teacher_temperatures) - {1.0, *self.temperatures})
+        if missing:
+            raise ValueError(f"method {method.name!r} reads the teacher at temperature(s) {missing}, which this run's "
+                             f"teacher cache does not store (it stores {[1.0, *self.temperatures]})")
+        key = self.key(ctx, "topk", k=k, examples=examples_digest(examples, answers),
+                       temperatures=list(self.temperatures))
         return ensure_topk_cache(self.outputs_dir, key, live, collator, examples, answers,
                                  ctx.settings.eval.eval_batch_size)
 
@@ -193,6 +202,11 @@ class TopkCache:
     def k(self) -> int:
         return int(self.key["k"])
 
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        """The temperatures besides 1 whose log-normalisers the cache stores."""
+        return tuple(self.key.get("temperatures", ()))
+
     def is_complete(self) -> bool:
         manifest = self.dir / "manifest.json"
         data = self.dir / "topk.safetensors"
@@ -207,26 +221,24 @@ class TopkCache:
     def build(self, teacher: LiveTeacher, collator: PairCollator, examples: Sequence[Example],
               answers: Sequence[str], batch_size: int) -> None:
         """Run the teacher over every example and write the cache (data first, manifest last)."""
-        logits_rows, id_rows, lse_rows, starts = [], [], [], [0]
+        rows: dict[str, list[torch.Tensor]] = {name: [] for name in ("topk_logits", "topk_ids", *self._normaliser_names)}
+        starts = [0]
         for start in tqdm(range(0, len(examples), batch_size), desc="teacher top-k cache", unit="batch", leave=False):
             batch = collator(examples[start : start + batch_size], answers[start : start + batch_size])
             out = teacher.outputs(batch)
             assert out.logits is not None
-            values, ids = torch.topk(out.logits, self.k, dim=-1)
-            lse = torch.logsumexp(out.logits, dim=-1)
+            values, ids = torch.topk(out.logits, min(self.k, out.logits.size(-1)), dim=-1)
+            normalisers = log_normalisers(out.logits, (1.0, *self.temperatures))
+            per_row = {"topk_logits": values.float(), "topk_ids": ids.to(torch.int32),
+                       **{name: normalisers[tau] for name, tau in self._normaliser_names.items()}}
             lengths = (batch.teacher.labels != -100).sum(1).tolist()
             for b, n in enumerate(lengths):
-                logits_rows.append(values[b, :n].cpu())
-                id_rows.append(ids[b, :n].to(torch.int32).cpu())
-                lse_rows.append(lse[b, :n].cpu())
+                for name, tensor in per_row.items():
+                    rows[name].append(tensor[b, :n].cpu())
                 starts.append(starts[-1] + n)
         self.dir.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            "topk_logits": torch.cat(logits_rows).float().contiguous(),
-            "topk_ids": torch.cat(id_rows).contiguous(),
-            "logsumexp": torch.cat(lse_rows).float().contiguous(),
-            "row_start": torch.tensor(starts, dtype=torch.int64),
-        }
+        tensors = {name: torch.cat(parts).contiguous() for name, parts in rows.items()}
+        tensors["row_start"] = torch.tensor(starts, dtype=torch.int64)
         tmp = self.dir / "topk.safetensors.tmp"
         save_file(tensors, str(tmp))
         tmp.replace(self.dir / "topk.safetensors")
@@ -238,6 +250,11 @@ class TopkCache:
             "bytes": (self.dir / "topk.safetensors").stat().st_size,
         }
         write_atomic(self.dir / "manifest.json", json.dumps(manifest))
+
+    @property
+    def _normaliser_names(self) -> dict[str, float]:
+        """Stored tensor name -> temperature of each log-normaliser (``logsumexp`` is tau = 1)."""
+        return {"logsumexp": 1.0, **{f"logsumexp@{tau:g}": tau for tau in self.temperatures}}
 
     def size_bytes(self) -> int:
         return (self.dir / "topk.safetensors").stat().st_size
@@ -257,9 +274,10 @@ class TopkCache:
         view = batch.teacher
         width = view.answer_ids.size(1)
         device = view.answer_ids.device
-        topk_logits = torch.full((len(batch.ids), width, self.k), float("-inf"))
-        topk_ids = torch.zeros((len(batch.ids), width, self.k), dtype=torch.long)
-        logsumexp = torch.zeros((len(batch.ids), width))
+        k = rows["topk_logits"].size(-1)
+        topk_logits = torch.full((len(batch.ids), width, k), float("-inf"))
+        topk_ids = torch.zeros((len(batch.ids), width, k), dtype=torch.long)
+        normalisers = {name: torch.zeros((len(batch.ids), width)) for name in self._normaliser_names}
         lengths = (view.labels != -100).sum(1).tolist()
         for b, example_id in enumerate(batch.ids):
             if example_id not in self._index:
@@ -272,14 +290,17 @@ class TopkCache:
                 )
             topk_logits[b, : end - start] = rows["topk_logits"][start:end]
             topk_ids[b, : end - start] = rows["topk_ids"][start:end].long()
-            logsumexp[b, : end - start] = rows["logsumexp"][start:end]
+            for name, tensor in normalisers.items():
+                tensor[b, : end - start] = rows[name][start:end]
         # Masked rows get a harmless finite distribution (uniform over the k slots).
         topk_logits = torch.where(view.answer_mask.cpu().unsqueeze(-1), topk_logits, torch.zeros_like(topk_logits))
+        by_tau = {self._normaliser_names[name]: tensor.to(device) for name, tensor in normalisers.items()}
         return TeacherOutputs(
             mask=view.answer_mask,
             topk_logits=topk_logits.to(device),
             topk_ids=topk_ids.to(device),
-            logsumexp=logsumexp.to(device),
+            logsumexp=by_tau.pop(1.0),
+            tempered_logsumexp=by_tau,
             vocab_size=self._vocab_size,
         )
 

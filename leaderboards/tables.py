@@ -83,7 +83,8 @@ def build_document(scan: StoreScan, analysis: Analysis) -> Document:
     for info in analysis.tables:
         infos[info.task].append(info)
     sections = tuple(
-        _task_section(task, scan.headline_metrics[task], cells[task], comparisons[task], infos[task], analysis)
+        _task_section(task, scan.headline_metrics[task], cells[task], comparisons[task], infos[task], analysis,
+                      scan.changed_configs(task))
         for task in sorted(cells)
     )
     return Document("CTKD-Bench leaderboard", _intro(analysis), sections, (_failed(scan), _skipped(scan)))
@@ -120,6 +121,7 @@ def _task_section(
     comparisons: list[Comparison],
     infos: list[TableInfo],
     analysis: Analysis,
+    changed: dict[str, list[str]],
 ) -> Section:
     pairs = sorted({pair for pair, _ in cells})
     methods = ordered_methods(method for _, method in cells)
@@ -129,6 +131,10 @@ def _task_section(
     if seed_counts[-1] == 1:
         lines[0] += " One seed: the intervals cover the sampling of evaluation examples, not training-seed variance."
     lines += [_table_line(info, analysis) for info in infos]
+    if changed:
+        lines.append("Trained with settings other than the method's defaults: "
+                     + "; ".join(f"{method}: {' | '.join(variants)}" for method, variants in sorted(changed.items()))
+                     + ".")
     tables = [_score_table(task, pairs, methods, cells, analysis.higher_is_better[task]),
               _rank_table(task, pairs, methods, cells)]
     if comparisons:

@@ -51,6 +51,20 @@ class Alignment:
         """``[B, P]`` indices of the student logits rows that predict the paired tokens (for one gather of logits)."""
         return self.student(view.answer_rows)
 
+    def student_positions(self, width: int) -> Tensor:
+        """``[B, width]`` bool: the student answer positions that have a partner."""
+        return _positions(self.student_index, self.mask, width)
+
+    def teacher_positions(self, width: int) -> Tensor:
+        """``[B, width]`` bool: the teacher answer positions that have a partner."""
+        return _positions(self.teacher_index, self.mask, width)
+
+
+def _positions(index: Tensor, mask: Tensor, width: int) -> Tensor:
+    # scatter_add, not scatter: unpaired entries also point at position 0 and must not overwrite a real pair there.
+    counts = torch.zeros(index.size(0), width, dtype=torch.long, device=index.device)
+    return counts.scatter_add_(1, index, mask.long()) > 0
+
 
 def align(batch: DistillBatch, mode: AlignmentMode | str) -> Alignment:
     """Pair the student's and the teacher's answer tokens of ``batch`` by ``mode`` (see the module docstring)."""

@@ -1,9 +1,10 @@
 """The method contract: a method is a frozen config dataclass plus a loss over tensors.
 
-A method declares what it needs from the teacher (``teacher_needs``) so the harness can serve it from the
-teacher-output cache or run the teacher live. It never loads models, reads data or writes results; optional
-tokenizer-dependent state (e.g. MinED's vocabulary map) is set up in :meth:`Method.prepare` from the
-:class:`~methods.resources.PairResources` the harness hands over (which caches derived data per pair).
+A method declares what it needs from the teacher (``teacher_needs``, and for the top-k cache ``topk_needed`` and
+``teacher_temperatures``) so the harness can serve it from the teacher-output cache or run the teacher live. It
+never loads models, reads data or writes results; optional tokenizer-dependent state (e.g. MinED's vocabulary map)
+is set up in :meth:`Method.prepare` from the :class:`~methods.resources.PairResources` the harness hands over
+(which caches derived data per pair).
 """
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ class Method:
     teacher_needs: ClassVar[TeacherNeeds] = "none"
     # The teacher top-k a top-k method reads; the harness checks it against the cache's k.
     topk_needed: ClassVar[int] = 0
+    # Temperatures tau at which the method reads teacher top-k log-probabilities normalised over the full vocabulary
+    # (TeacherOutputs.topk): a top-k cache must hold logsumexp(z / tau) for each. Methods whose config changes
+    # ``teacher_needs``, ``topk_needed`` or ``teacher_temperatures`` set them per instance in ``__init__``.
+    teacher_temperatures: ClassVar[tuple[float, ...]] = ()
     # True when the method is only defined for pairs that share one tokenizer (e.g. token-level KL).
     same_tokenizer_only: ClassVar[bool] = False
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from methods.base import Method, MethodConfig
-from methods.batch import DistillBatch, TeacherOutputs
+from methods.batch import DistillBatch, TeacherOutputs, full_teacher_logits
 from methods.divergences import forward_kl
 from methods.registry import METHODS
 
@@ -52,12 +52,12 @@ class TokenKL(Method):
     same_tokenizer_only = True
 
     def loss(self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None and teacher.logits is not None
+        teacher_logits = full_teacher_logits(teacher, "kl")
         if batch.student.answer_ids.shape != batch.teacher.answer_ids.shape or not bool(
             (batch.student.answer_ids == batch.teacher.answer_ids).all()
         ):
             raise SameTokenizerError("kl needs identical student and teacher answer tokens; use a cross-tokenizer method")
         cfg: KLConfig = self.config  # type: ignore[assignment]
         student_rows = batch.student.gather_answer_rows(student_logits)
-        kd = forward_kl(teacher.logits, student_rows, batch.student.answer_mask, cfg.temperature)
+        kd = forward_kl(teacher_logits, student_rows, batch.student.answer_mask, cfg.temperature)
         return {"loss": cfg.ce_weight * ce + cfg.kd_weight * kd, "ce": ce.detach(), "kl": kd.detach()}

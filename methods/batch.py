@@ -15,6 +15,7 @@ The collator (``benchmark.collate``) builds these; methods only read them. Conve
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import torch
 from torch import Tensor
@@ -66,7 +67,15 @@ class TeacherOutputs:
     """What the teacher contributes, at the teacher's answer rows (``[B, A_t, ...]``, left-justified).
 
     Either ``logits`` (full vocabulary, from a live teacher) or the cached top-k form (``topk_logits``,
-    ``topk_ids``, ``logsumexp``) is present; :meth:`topk` serves top-k methods from both the same way.
+    ``topk_ids``, ``logsumexp``, ``tempered_logsumexp``) is present; :meth:`topk` serves top-k methods from both the
+    same way. Methods read the teacher through :meth:`topk` and :func:`full_teacher_logits`, which return detached
+    tensors, so no loss sends gradient into the teacher (even one whose outputs require grad).
+
+    Temperature. ``softmax(z / tau)`` ranks the vocabulary like ``z`` for every ``tau > 0`` (``z / tau`` is an
+    increasing function of ``z``), so the top-k ids and raw logits cached once serve every temperature; only the
+    full-vocabulary normaliser ``logsumexp(z / tau)`` depends on ``tau``. A cache therefore stores one
+    ``[B, A_t]`` normaliser per temperature it was built for (:func:`log_normalisers`), at the temperatures the
+    method declares (``Method.teacher_temperatures``).
     """
 
     mask: Tensor  # [B, A_t] bool, same as batch.teacher.answer_mask
@@ -74,26 +83,59 @@ class TeacherOutputs:
     topk_logits: Tensor | None = None  # [B, A_t, K] float, raw logits sorted descending
     topk_ids: Tensor | None = None  # [B, A_t, K] long
     logsumexp: Tensor | None = None  # [B, A_t] float, full-vocabulary log-normaliser at temperature 1
+    tempered_logsumexp: dict[float, Tensor] = field(default_factory=dict)  # tau -> [B, A_t] logsumexp(z / tau)
     vocab_size: int | None = None
     hidden_states: Tensor | None = None  # [B, L_t, H] last hidden layer, when a method asks for it
 
-    def topk(self, k: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Top-``k`` log-probabilities (temperature 1, descending), their ids, and the log of the tail mass.
+    def topk(self, k: int, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+        """Top-``k`` log-probabilities of ``softmax(z / temperature)`` over the FULL vocabulary (descending), their
+        ids, and the log of the mass outside them (``log(1 - sum)``, float32: not accurate where that mass is below
+        ~1e-6), all detached.
 
-        Uses ``torch.topk`` on full logits (never a full sort) or slices the cache; ``k`` larger than the cached
-        ``K`` is an error rather than a silent truncation.
+        Uses ``torch.topk`` on full logits (never a full sort) or slices the cache. ``k`` is clipped to the
+        vocabulary size; a ``k`` larger than the cached ``K`` (after clipping), or a temperature whose normaliser
+        the cache does not hold, is an error rather than a silent approximation.
         """
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         if self.logits is not None:
-            logits = self.logits.float()
-            values, ids = torch.topk(logits, k, dim=-1)
+            logits = self.logits.detach().float() / temperature
+            values, ids = torch.topk(logits, min(k, logits.size(-1)), dim=-1)
             lse = torch.logsumexp(logits, dim=-1)
         else:
-            if self.topk_logits is None or self.topk_ids is None or self.logsumexp is None:
+            if self.topk_logits is None or self.topk_ids is None:
                 raise ValueError("teacher outputs hold neither full logits nor a top-k cache")
             cached = self.topk_logits.size(-1)
+            k = min(k, self.vocab_size) if self.vocab_size else k
             if k > cached:
                 raise ValueError(f"top-k of {k} requested but the teacher cache holds only k={cached}")
-            values, ids, lse = self.topk_logits[..., :k].float(), self.topk_ids[..., :k], self.logsumexp.float()
+            values = self.topk_logits[..., :k].detach().float() / temperature
+            ids, lse = self.topk_ids[..., :k], self._cached_log_normaliser(temperature)
         logprobs = values - lse.unsqueeze(-1)
-        tail = torch.log1p(-logprobs.exp().sum(-1).clamp(max=1 - 1e-7))
-        return logprobs, ids, tail
+        return logprobs, ids, torch.log1p(-logprobs.exp().sum(-1).clamp(max=1 - 1e-7))
+
+    def _cached_log_normaliser(self, temperature: float) -> Tensor:
+        if temperature == 1.0 and self.logsumexp is not None:
+            return self.logsumexp.detach().float()
+        if float(temperature) in self.tempered_logsumexp:
+            return self.tempered_logsumexp[float(temperature)].detach().float()
+        held = sorted({*self.tempered_logsumexp, *([1.0] if self.logsumexp is not None else [])})
+        raise ValueError(
+            f"the teacher cache holds no log-normaliser at temperature {temperature} (it holds {held}); "
+            "rebuild it with the method's teacher_temperatures"
+        )
+
+
+def log_normalisers(logits: Tensor, temperatures: Iterable[float]) -> dict[float, Tensor]:
+    """``{tau: logsumexp(logits / tau)}`` over the last dimension, in float32: what a top-k cache stores per row
+    for each temperature a method reads (``TeacherOutputs.tempered_logsumexp``)."""
+    logits = logits.detach().float()
+    return {float(tau): torch.logsumexp(logits / tau, dim=-1) for tau in temperatures}
+
+
+def full_teacher_logits(teacher: TeacherOutputs | None, needed_by: str) -> Tensor:
+    """The teacher's full-vocabulary logits, detached; a one-line error when only a top-k cache (or nothing) is here."""
+    if teacher is None or teacher.logits is None:
+        held = "no teacher outputs" if teacher is None else "only a top-k cache"
+        raise ValueError(f"{needed_by} needs the teacher's full logits (a live teacher), got {held}")
+    return teacher.logits.detach()

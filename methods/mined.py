@@ -4,13 +4,18 @@ What follows which source:
 
 * FuseLLM (Wan et al., ICLR 2024): the offline vocabulary map (teacher token → identical student token, else the
   one at minimum edit distance) and the idea of aligning the two token sequences by edit-distance DTW.
-* DSKD's re-implementation (Zhang et al., EMNLP 2024, ``min_edit_dis_kld``): the online recipe used here: DTW over
-  the answer tokens with boundary markers stripped; a student position aligned to exactly one teacher position
-  whose token maps to the student's token gets the teacher's logits scattered into the student vocabulary (−1e5
-  elsewhere), every other position a pseudo one-hot target on its ground-truth token (+100 vs −1e5); forward KL at
-  τ = 2 mixed as (1 − κ)·CE + κ·KD with κ = 0.5.
+* DSKD's re-implementation (Zhang et al., EMNLP 2024, ``min_edit_dis_kld``): the online recipe used here. The
+  distilled rows are the rows that carry a label (each predicts one answer token, the last one predicts EOS);
+  DTW aligns the INPUT tokens at those rows (the last prompt token, then the answer tokens but the last) with
+  boundary markers stripped, and breaks back-trace ties diagonal first, then a teacher step, then a student step.
+  A student row aligned to exactly one teacher row whose input token maps to the student row's input token gets
+  the teacher's logits at that row scattered into the student vocabulary (−1e5 elsewhere); every other row gets a
+  pseudo one-hot target on the token it predicts (+100 vs −1e5). Forward KL at τ = 2, mixed as (1 − κ)·CE + κ·KD
+  with κ = 0.5.
 * Ours: one canonical text form for token strings across tokenizer families, the max over several teacher ids
   mapped to one student id (DSKD keeps one), a vectorised DTW, a cached map, and the logged fallback share.
+  ``aligned_tokens="targets"`` with ``dtw_tie_order="student-first"`` is this suite's earlier reading: DTW over the
+  PREDICTED answer tokens (one position later), the EOS row not distilled, the student step tried first on ties.
 """
 from __future__ import annotations
 
@@ -20,13 +25,16 @@ import torch
 from torch import Tensor
 
 from methods.base import Method, MethodConfig
-from methods.batch import DistillBatch, TeacherOutputs
+from methods.batch import DistillBatch, TeacherOutputs, TokenView, full_teacher_logits
 from methods.divergences import forward_kl
-from methods.edit_alignment import dtw_align
+from methods.edit_alignment import TIE_ORDERS, dtw_align
 from methods.registry import METHODS
 from methods.resources import PairResources
 from methods.token_text import TokenCanonicalizer
 from methods.vocab_map import VocabMap
+
+
+ALIGNED_TOKENS: tuple[str, ...] = ("inputs", "targets")
 
 
 @dataclass(frozen=True)
@@ -36,12 +44,28 @@ class MinEDConfig(MethodConfig):
     temperature: float = 2.0  # τ (DSKD MinED scripts)
     fill_logit: float = -1e5  # target logit of student ids no mapped teacher id reaches (DSKD criterion)
     one_hot_logit: float = 100.0  # ground-truth logit of the pseudo one-hot fallback target (DSKD criterion)
+    aligned_tokens: str = "inputs"  # DTW over each labelled row's input token, EOS row distilled (DSKD criterion);
+    #                                 "targets": over the predicted answer tokens, EOS row skipped [suite, earlier]
+    dtw_tie_order: str = "teacher-first"  # back-trace ties: diagonal, teacher, student step (DSKD criterion);
+    #                                       "student-first" [suite, earlier]
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.one_hot_logit <= self.fill_logit:
             raise ValueError("one_hot_logit must exceed fill_logit")
+        if self.aligned_tokens not in ALIGNED_TOKENS:
+            raise ValueError(f"aligned_tokens must be one of {ALIGNED_TOKENS}, got {self.aligned_tokens!r}")
+        if self.dtw_tie_order not in TIE_ORDERS:
+            raise ValueError(f"dtw_tie_order must be one of {TIE_ORDERS}, got {self.dtw_tie_order!r}")
+
+
+@dataclass(frozen=True)
+class _AlignedRows:
+    """One side's distilled rows ``mask`` ``[B, A]`` and, per row, the token id the alignment reads ``[B, A]``."""
+
+    mask: Tensor
+    token_ids: Tensor
 
 
 @dataclass(frozen=True)
@@ -82,15 +106,14 @@ class MinED(Method):
         return self._prepared().vocab_map
 
     def loss(self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor) -> dict[str, Tensor]:
-        if teacher is None or teacher.logits is None:
-            raise ValueError("MinED needs the teacher's full logits")
-        mask = batch.student.answer_mask
-        student_rows = batch.student.gather_answer_rows(student_logits)[mask]  # [P, V_s], P = answer positions
-        student_ids = batch.student.answer_ids[mask]
+        teacher_logits = full_teacher_logits(teacher, "mined")
+        mask = self._rows(batch.student).mask
+        student_rows = batch.student.gather_answer_rows(student_logits)[mask]  # [P, V_s], P = distilled rows
+        predicted = batch.student.answer_ids[mask]
         batch_index = mask.nonzero()[:, 0]
-        teacher_position = torch.tensor(self._aligned_teacher_positions(batch), dtype=torch.long, device=mask.device)
-        targets = self._targets(teacher.logits, batch_index, teacher_position, student_ids, student_logits.size(-1))
-        kd = forward_kl(targets, student_rows, torch.ones_like(student_ids, dtype=torch.bool), self.config.temperature)
+        teacher_position = torch.tensor(self.teacher_rows(batch), dtype=torch.long, device=mask.device)
+        targets = self._targets(teacher_logits, batch_index, teacher_position, predicted, student_logits.size(-1))
+        kd = forward_kl(targets, student_rows, torch.ones_like(predicted, dtype=torch.bool), self.config.temperature)
         fallback_share = (teacher_position < 0).sum() / max(len(teacher_position), 1)
         return {
             "loss": self.config.ce_weight * ce + self.config.kd_weight * kd,
@@ -98,30 +121,36 @@ class MinED(Method):
             "fallback_share": fallback_share.detach().float(),
         }
 
+    def teacher_rows(self, batch: DistillBatch) -> list[int]:
+        """Per distilled student row (row-major over the student's distilled answer positions): the teacher answer
+        position whose logits become its target — the one teacher row DTW aligns it to, when that row's token maps
+        to the student row's token — or -1 where the row falls back to the one-hot target."""
+        state = self._prepared()
+        student, teacher = self._rows(batch.student), self._rows(batch.teacher)
+        student_mask, teacher_mask = student.mask.tolist(), teacher.mask.tolist()
+        student_ids, teacher_ids = student.token_ids.tolist(), teacher.token_ids.tolist()
+        positions: list[int] = []
+        for b in range(len(student_mask)):
+            student_at = [a for a, keep in enumerate(student_mask[b]) if keep]
+            teacher_at = [a for a, keep in enumerate(teacher_mask[b]) if keep]
+            student_text = [state.student_text.text_of_id(student_ids[b][a]) for a in student_at]
+            teacher_text = [state.teacher_text.text_of_id(teacher_ids[b][a]) for a in teacher_at]
+            for a, aligned in zip(student_at, dtw_align(student_text, teacher_text, self.config.dtw_tie_order)):
+                j = teacher_at[aligned[0]] if len(aligned) == 1 else -1
+                mapped = j >= 0 and state.teacher_to_student[teacher_ids[b][j]] == student_ids[b][a]
+                positions.append(j if mapped else -1)
+        return positions
+
     def _prepared(self) -> _PairState:
         if self._state is None:
             raise RuntimeError("MinED.prepare(resources) must run before the loss")
         return self._state
 
-    def _aligned_teacher_positions(self, batch: DistillBatch) -> list[int]:
-        """Per student answer position (row-major over ``answer_mask``): the one teacher position DTW aligns it to
-        when that teacher token maps to the student's token, else -1 (fallback to the one-hot target)."""
-        state = self._prepared()
-        student_mask, teacher_mask = batch.student.answer_mask.tolist(), batch.teacher.answer_mask.tolist()
-        student_ids, teacher_ids = batch.student.answer_ids.tolist(), batch.teacher.answer_ids.tolist()
-        if len(batch.student.answer_tokens) != len(student_mask) or len(batch.teacher.answer_tokens) != len(teacher_mask):
-            raise ValueError("MinED aligns token strings: both views need answer_tokens for every example")
-        positions: list[int] = []
-        for b in range(len(student_mask)):
-            student_at = [a for a, keep in enumerate(student_mask[b]) if keep]
-            teacher_at = [a for a, keep in enumerate(teacher_mask[b]) if keep]
-            student_text = [state.student_text(batch.student.answer_tokens[b][a]) for a in student_at]
-            teacher_text = [state.teacher_text(batch.teacher.answer_tokens[b][a]) for a in teacher_at]
-            for a, aligned in zip(student_at, dtw_align(student_text, teacher_text)):
-                j = teacher_at[aligned[0]] if len(aligned) == 1 else -1
-                mapped = j >= 0 and state.teacher_to_student[teacher_ids[b][j]] == student_ids[b][a]
-                positions.append(j if mapped else -1)
-        return positions
+    def _rows(self, view: TokenView) -> _AlignedRows:
+        """The rows one side distils and the token each row contributes to the alignment (``aligned_tokens``)."""
+        if self.config.aligned_tokens == "inputs":  # every labelled row, read by the token it is fed
+            return _AlignedRows(view.answer_token_mask(), view.input_ids.gather(1, view.answer_rows))
+        return _AlignedRows(view.answer_mask, view.answer_ids)  # answer tokens with text, read by the predicted token
 
     def _targets(
         self, teacher_logits: Tensor, batch_index: Tensor, teacher_position: Tensor, student_ids: Tensor, vocab_size: int

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from methods.alignment import ALIGNMENT_MODES, align, compact, gather_rows, sample_mean, token_mean
 from methods.base import Method, MethodConfig
-from methods.batch import DistillBatch, TeacherOutputs
+from methods.batch import DistillBatch, TeacherOutputs, full_teacher_logits
 from methods.ot import (
     TINY,
     column_ranked_logprobs,
@@ -26,10 +26,12 @@ from methods.ot import (
     plain_sinkhorn,
     rank_l1,
     sparse_column_sums,
-    temper,
     top_columns,
+    topk_logprobs,
 )
 from methods.registry import METHODS
+
+SEQUENCE_ROWS: tuple[str, ...] = ("all", "paired")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class MLOTConfig(MethodConfig):
     sinkhorn_iterations: int = 20  # N [paper, Table 7]
     ce_weight: float = 1.0  # [paper: plain sum CE + alpha * (...)]
     alignment: str = "positional"  # token t <-> token t for HAD/SL [paper]; "offsets" [suite]
+    sequence_rows: str = "all"  # rows behind SR and SD: all valid rows of each side [suite reading of the paper];
+    #                             "paired": only rows in a token pair (positional: the first min(n_s, n_t))
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= self.teacher_k:
@@ -54,24 +58,27 @@ class MLOTConfig(MethodConfig):
             raise ValueError("sd_temperature and sinkhorn_epsilon must be > 0, sinkhorn_iterations >= 1")
         if self.alignment not in ALIGNMENT_MODES:
             raise ValueError(f"alignment must be one of {ALIGNMENT_MODES}, got {self.alignment!r}")
+        if self.sequence_rows not in SEQUENCE_ROWS:
+            raise ValueError(f"sequence_rows must be one of {SEQUENCE_ROWS}, got {self.sequence_rows!r}")
 
 
 @METHODS.register("mlot")
 class MLOT(Method):
     """MultiLevelOT as in the paper: HAD + SL on rank-matched top-k vectors, sequence-level Sinkhorn (spec §1.1).
 
-    ``L = ce_weight * CE + alpha * (HAD + beta * SL + gamma * SD)`` (the paper's total objective, spec §1.1.7), with
+    ``L = ce_weight * CE + alpha * (HAD + beta * SL + gamma * SD)`` (the paper's total objective, spec §1.1.7). With
+    ``p = softmax(z / tau)`` over each side's FULL vocabulary (spec §0 notation):
 
-    * SR, the paper's sequence-level ranking (spec §1.1.2), per sequence: the teacher's vocabulary is ordered by its column sums over the sequence's valid
-      answer rows, one order for all rows. The student is ordered by ITS OWN column sums: a documented
-      approximation of the paper's Q* (the permutation minimising the L1 to the teacher), which the paper does
-      not say how to compute. Tr, the truncation (spec §1.1.3): the first ``k`` columns, no renormalisation.
-    * The Holistic Absolute Difference loss HAD ``sum_i |t_i - s_i|`` (spec §1.1.4) and the Sequential Logarithmic
-      loss SL ``-sum_i t_i log s_i`` (spec §1.1.5; teacher-weighted, no second softmax, tau_SL = 1, ``log s_i`` the
-      student's exact log-softmax) on the aligned token pairs.
-    * The Sinkhorn Distance loss SD (spec §1.1.6) per sequence: cost ``C_ab = ||t(a) - s(b)||_1`` between every valid teacher row a and every valid
-      student row b (vectors at tau_SD), fp32 log-domain Sinkhorn with uniform marginals over valid rows,
-      ``SD = <P, C>``.
+    * SR, the paper's sequence-level ranking (spec §1.1.2), per sequence: the teacher's vocabulary is ordered by
+      its column sums ``sum_j t(j)`` over the sequence's rows, one order for all rows. The student is ordered by
+      ITS OWN column sums: a documented approximation of the paper's Q* (the permutation minimising the L1 to the
+      teacher), which the paper does not say how to compute. Tr, the truncation (spec §1.1.3): the first ``k``
+      columns (``k`` clipped to the smaller vocabulary), no renormalisation.
+    * HAD ``sum_i |t_i - s_i|`` (spec §1.1.4) and SL ``-sum_i t_i log s_i`` (spec §1.1.5; teacher-weighted, no
+      second softmax, ``log s_i`` the student's exact log-softmax) at tau_SL = 1, on the aligned token pairs.
+    * SD (spec §1.1.6) per sequence at tau_SD = 2: SR and Tr applied to ``softmax(z / 2)`` (ranked by ITS column
+      sums), cost ``C_ab = ||t(a) - s(b)||_1`` between every teacher row a and every student row b, fp32 log-domain
+      Sinkhorn with uniform marginals over those rows, ``SD = <P, C>``.
 
     Sum vs mean: the paper SUMS CE, HAD and SL over the T tokens of a sequence, with SD's marginals of 1 per
     token. The harness's CE is a token MEAN, so to keep the paper's ratio between CE and every KD term, HAD and SL
@@ -79,44 +86,62 @@ class MLOT(Method):
     cost per token), averaged over the sequences. The whole loss is the paper's divided by T, which Adam (the
     optimiser of the paper) is invariant to.
 
-    Teacher from a top-K form (``teacher_k`` >= k, cached or live through :meth:`TeacherOutputs.topk`): the
-    teacher's column sums and the values at the ranked columns come from the K stored entries per row; a column
-    outside a row's top-K counts as 0 in that row. tau_SD is applied within the truncated support
-    (:func:`methods.ot.temper`, same operator on the student's k-vectors): a top-K form has no full-vocabulary
-    normaliser at tau != 1.
+    Unequal answer lengths (``sequence_rows``; the usual case, n_s != n_t): the paper writes one T for both sides.
+    Default ``"all"``: SR and SD use every valid row of each side, because SD is the term that exists for sequences
+    whose tokens do not correspond one to one (its plan moves mass between any teacher and any student token), and
+    cutting both sides to min(n_s, n_t) would drop the end of the longer answer from SD and from the ranking that
+    summarises the sequence. ``"paired"`` is the other reading: SR and SD only see the rows that have a partner in
+    the token alignment (positional: the first min(n_s, n_t) rows). HAD and SL use the token pairs in both.
+
+    Teacher from a top-K form (``teacher_k`` >= k, cached or live through :meth:`TeacherOutputs.topk`, normalised
+    over the full vocabulary at each tau, ``teacher_temperatures`` = {1, tau_SD}): the teacher's column sums and the
+    values at the ranked columns come from the K stored entries per row; a column outside a row's top-K counts as 0
+    in that row (at tau_SD = 2 the distributions are flatter, so this drops more than at tau = 1; the benchmark
+    measures it against the full-vocabulary value). Deviations from the paper: docs/method-deviations.md.
     """
 
     config_class = MLOTConfig
     teacher_needs = "topk_logits"
     topk_needed = MLOTConfig.teacher_k
+    teacher_temperatures = (1.0, MLOTConfig.sd_temperature)
     config: MLOTConfig
 
     def __init__(self, config: MLOTConfig | None = None) -> None:
         super().__init__(config)
         self.topk_needed = self.config.teacher_k  # type: ignore[misc]
+        self.teacher_temperatures = tuple(sorted({1.0, self.config.sd_temperature}))  # type: ignore[misc]
 
     def loss(
         self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor
     ) -> dict[str, Tensor]:
-        assert teacher is not None, "mlot needs teacher outputs (teacher_needs='topk_logits')"
+        if teacher is None:
+            raise ValueError("mlot needs teacher outputs (teacher_needs='topk_logits')")
         cfg = self.config
-        teacher_probs = self._teacher_ranked(teacher)  # [B, A_t, k]
-        student_logprobs = column_ranked_logprobs(
-            batch.student.gather_answer_rows(student_logits), batch.student.answer_mask, cfg.k
-        )  # [B, A_s, k]
-        student_probs = student_logprobs.exp()
-
         alignment = align(batch, cfg.alignment)
-        t, s = alignment.teacher(teacher_probs), alignment.student(student_probs)
-        log_s = alignment.student(student_logprobs)
-        had = token_mean(rank_l1(t, s), alignment.mask)
+        if cfg.sequence_rows == "all":
+            student_mask, teacher_mask = batch.student.answer_mask, teacher.mask
+        else:
+            student_mask = alignment.student_positions(batch.student.answer_mask.size(1))
+            teacher_mask = alignment.teacher_positions(teacher.mask.size(1))
+        student_rows = batch.student.gather_answer_rows(student_logits)
+
+        def ranked(tau: float) -> tuple[Tensor, Tensor]:
+            """SR + Tr of both sides at ``tau``: teacher probabilities, student log-probabilities."""
+            t = self._teacher_ranked(teacher, teacher_mask, tau)
+            log_s = column_ranked_logprobs(student_rows if tau == 1.0 else student_rows / tau, student_mask, cfg.k)
+            width = min(t.size(-1), log_s.size(-1))  # a vocabulary smaller than k clips both sides
+            return t[..., :width], log_s[..., :width]
+
+        teacher_probs, student_logprobs = ranked(1.0)
+        t, log_s = alignment.teacher(teacher_probs), alignment.student(student_logprobs)
+        had = token_mean(rank_l1(t, log_s.exp()), alignment.mask)
         sl = token_mean(-(t * log_s).sum(-1), alignment.mask)
 
-        cost = pairwise_l1(temper(teacher_probs, cfg.sd_temperature), temper(student_probs, cfg.sd_temperature))
-        _, per_sequence = log_sinkhorn(
-            cost, teacher.mask, batch.student.answer_mask, cfg.sinkhorn_epsilon, cfg.sinkhorn_iterations
-        )
-        has_rows = teacher.mask.any(1) & batch.student.answer_mask.any(1)
+        if cfg.sd_temperature != 1.0:
+            teacher_probs, student_logprobs = ranked(cfg.sd_temperature)
+        cost = pairwise_l1(teacher_probs, student_logprobs.exp())
+        _, per_sequence = log_sinkhorn(cost, teacher_mask, student_mask, cfg.sinkhorn_epsilon, cfg.sinkhorn_iterations)
+        has_rows = teacher_mask.any(1) & student_mask.any(1)
         sd = sample_mean(per_sequence.unsqueeze(1), has_rows.unsqueeze(1))
 
         kd = had + cfg.beta * sl + cfg.gamma * sd
@@ -129,13 +154,16 @@ class MLOT(Method):
             "coverage": alignment.coverage,
         }
 
-    def _teacher_ranked(self, teacher: TeacherOutputs) -> Tensor:
-        """Teacher probabilities at its own top-``k`` SR columns, per sequence, from its top-K entries."""
-        logprobs, ids, _ = teacher.topk(self.config.teacher_k)
+    def _teacher_ranked(self, teacher: TeacherOutputs, mask: Tensor, temperature: float) -> Tensor:
+        """Teacher ``softmax(z / temperature)`` at its own top-``k`` SR columns over ``mask`` rows, from its top-K."""
+        logprobs, ids, _ = teacher.topk(self.config.teacher_k, temperature)
         probs = logprobs.exp()
         vocab_size = teacher.vocab_size or int(ids.max()) + 1
-        columns = top_columns(sparse_column_sums(probs, ids, teacher.mask, vocab_size), self.config.k)
+        columns = top_columns(sparse_column_sums(probs, ids, mask, vocab_size), self.config.k)
         return gather_sparse(probs, ids, columns)
+
+
+OFFICIAL_RANKINGS: tuple[str, ...] = ("batch", "tokenwise", "sequence")
 
 
 @dataclass(frozen=True)
@@ -147,7 +175,9 @@ class MLOTOfficialConfig(MethodConfig):
     std_epsilon: float = 1e-4  # [code]
     student_temperature: float = 1.0  # [code]
     teacher_temperature: float = 1.0  # [code]
-    batch_ranking: bool = True  # [code] improved_sort: column sums over batch AND rows; False: per sequence
+    ranking: str = "batch"  # [code 712cfb4, HEAD] improved_sort's column sums over batch AND rows; "tokenwise"
+    #                         [code d8d298f]: each row's own top-k (the row sort before improved_sort, spec §1.2.10);
+    #                         "sequence": column sums per sequence [suite, the paper's SR]
     sl_softmax: bool = True  # [code] KL_wo re-applies softmax to the top-k probabilities ("double softmax", #4)
     sl_reversed: bool = True  # [code] KL_wo(teacher, student): student-weighted, teacher on the log side
     sl_weight: float = 0.1  # [code]
@@ -163,6 +193,8 @@ class MLOTOfficialConfig(MethodConfig):
     def __post_init__(self) -> None:
         if self.k < 1 or self.sinkhorn_iterations < 0:
             raise ValueError("k must be >= 1 and sinkhorn_iterations >= 0")
+        if self.ranking not in OFFICIAL_RANKINGS:
+            raise ValueError(f"ranking must be one of {OFFICIAL_RANKINGS}, got {self.ranking!r}")
         if min(self.student_temperature, self.teacher_temperature, self.sd_temperature) <= 0:
             raise ValueError("temperatures must be > 0")
 
@@ -173,7 +205,11 @@ class MLOTOfficial(Method):
 
     1. logits / (std + 1e-4) per position; softmax at the student/teacher temperatures; answer rows left-justified
        into ``[B, L, V]`` with zero rows past each side's length, L = the longest answer of either side.
-    2. Ranking over the whole batch, each side by its own column sums; first 50 columns.
+    2. Ranking (``ranking``), each side on its own, then the first 50 columns. ``batch`` (commit 712cfb4, the
+       repository's HEAD since Feb 2026): one column order from the column sums over the whole batch. ``tokenwise``
+       (commits 77e32ae and d8d298f, the released code): each row sorted descending on its own before
+       ``improved_sort``, which makes that sort the identity, so every row keeps its own 50 largest values (the
+       ULD sort cut to 50). Which one produced the paper's numbers is unknown (spec §1.2.10); record the choice.
     3. HAD: per sequence mean over the first min(n_s, n_t) rows of ``sum |s - t|``, mean over the batch.
     4. SL: ``-sum softmax(s~) log softmax(t~)`` (second softmax, student-weighted) averaged over all B x L rows.
     5. SD per sequence: ``softmax(p / 2)`` of the top-50 vectors, ``C = cdist(teacher rows, student rows, p=1)``
@@ -181,7 +217,8 @@ class MLOTOfficial(Method):
        over the batch.
     6. ``L = CE + 1.5 * (HAD + 0.1 * SL + 0.1 * SD)``.
 
-    Deviations: the math runs in float32 (the code ran in pure bf16, so values differ by bf16 rounding); the
+    Deviations (docs/method-deviations.md): ``tokenwise`` sums SD over the batch as d8d298f does (77e32ae kept only
+    the last sample's); the math runs in float32 (the code ran in pure bf16, so values differ by bf16 rounding); the
     ranking uses ``torch.topk`` instead of a full ``argsort`` (the same columns up to exact ties). NaN guards,
     always on because they only change results that would be NaN: a sequence without any positional pair is left
     out of HAD's batch mean (the code: mean of nothing); Sinkhorn divides by ``max(sum, 1e-30)`` (the code: 0/0).
@@ -194,13 +231,14 @@ class MLOTOfficial(Method):
     def loss(
         self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor
     ) -> dict[str, Tensor]:
-        assert teacher is not None and teacher.logits is not None, "mlot-official needs full teacher logits"
+        teacher_logits = full_teacher_logits(teacher, "mlot-official")
+        assert teacher is not None
         cfg = self.config
         # Rank on each side's own answer rows (the sums only read valid rows), then left-justify the small
         # [B, A, k] results into L rows: no second pass over the full vocabulary.
         student_mask = batch.student.answer_mask
         s = self._ranked(batch.student.gather_answer_rows(student_logits), student_mask, cfg.student_temperature)
-        t = self._ranked(teacher.logits, teacher.mask, cfg.teacher_temperature)
+        t = self._ranked(teacher_logits, teacher.mask, cfg.teacher_temperature)
         rows = max(int(student_mask.sum(1).max()), int(teacher.mask.sum(1).max()))
         s, student_valid = _left_justified(s, student_mask, rows)
         t, teacher_valid = _left_justified(t, teacher.mask, rows)
@@ -233,7 +271,9 @@ class MLOTOfficial(Method):
             logits = logits / ((logits.std(-1, keepdim=True) + self.config.std_epsilon) * temperature)
         elif temperature != 1.0:
             logits = logits / temperature
-        return column_ranked_logprobs(logits, mask, self.config.k, over_batch=self.config.batch_ranking).exp()
+        if self.config.ranking == "tokenwise":
+            return topk_logprobs(logits, self.config.k)[0].exp()
+        return column_ranked_logprobs(logits, mask, self.config.k, over_batch=self.config.ranking == "batch").exp()
 
     def _sl_rows(self, s: Tensor, t: Tensor) -> Tensor:
         """Step 4 per row ``[B, L]``: cross-entropy between the (re-softmaxed) top-k vectors."""

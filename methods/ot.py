@@ -45,19 +45,6 @@ def append_tail(probs: Tensor, mass: Tensor | float = 1.0) -> Tensor:
     return torch.cat([probs, tail.clamp_min(0.0)], dim=-1)
 
 
-def temper(probs: Tensor, temperature: float) -> Tensor:
-    """Temperature applied within a truncated support: ``m * softmax(log p / tau)`` with ``m = sum(p)`` kept.
-
-    A top-k cache does not hold the full-vocabulary normaliser at ``tau != 1``, so the temperature redistributes
-    the mass of the kept entries only (exact at ``tau = 1``, where this is the identity). Callers apply the same
-    operator to teacher and student so that identical models still compare equal.
-    """
-    if temperature == 1.0:
-        return probs
-    logs = probs.float().clamp_min(TINY).log()
-    return probs.sum(-1, keepdim=True) * torch.softmax(logs / temperature, dim=-1)
-
-
 def rank_l1(x: Tensor, y: Tensor) -> Tensor:
     """``sum_i |x_i - y_i|`` between rank-matched vectors, the shorter one zero-padded to the common support."""
     size = max(x.size(-1), y.size(-1))

@@ -48,6 +48,14 @@ class TokenCanonicalizer:
 
     byte_level: bool
     literals: frozenset[str] = frozenset()  # added tokens: matched on raw text, so never byte-encoded
+    tokens: tuple[str | None, ...] = field(default=(), repr=False, compare=False)  # token string per id (None: hole)
+
+    def text_of_id(self, token_id: int) -> str:
+        """The canonical text of token ``token_id`` of the vocabulary this canonicalizer was built from."""
+        token = self.tokens[token_id] if 0 <= token_id < len(self.tokens) else None
+        if token is None:
+            raise ValueError(f"token id {token_id} has no token in this vocabulary of {len(self.tokens)} ids")
+        return self(token)
 
     def __call__(self, token: str) -> str:
         if token in self.literals:
@@ -100,15 +108,15 @@ class VocabInfo:
         return max(self.vocab.values()) + 1
 
     def canonicalizer(self) -> TokenCanonicalizer:
-        return TokenCanonicalizer(self.byte_level, self.literals)
+        tokens: list[str | None] = [None] * self.size
+        for token, i in self.vocab.items():
+            tokens[i] = token
+        return TokenCanonicalizer(self.byte_level, self.literals, tuple(tokens))
 
     def canonical_strings(self) -> list[str | None]:
         """Canonical text per id, ``None`` for ids without a token."""
         canon = self.canonicalizer()
-        strings: list[str | None] = [None] * self.size
-        for token, i in self.vocab.items():
-            strings[i] = canon(token)
-        return strings
+        return [None if token is None else canon(token) for token in canon.tokens]
 
     def special_roles(self) -> dict[str, str]:
         """Special token string → its role: the first of :data:`ROLES` naming its id (GPT-2's one

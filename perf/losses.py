@@ -1,27 +1,34 @@
-"""Speed and memory of the KD losses ULD / MultiLevelOT against naive full-vocabulary references.
+"""Values, speed and memory of the KD losses (ULD, MultiLevelOT) against independent full-vocabulary references.
 
 Run from the repository root::
 
     python -m perf.losses [--device cpu|cuda] [--repeats N] [--quick] [--threads N]
 
-For each loss: the median forward+backward time (into the student logits) and the peak memory, the same for a naive
-reference written below (full softmax and full sorts over both vocabularies, plain-domain Sinkhorn in a Python loop),
-the speed-up, the largest relative difference over the loss terms, and the loss time as a share of a forward+backward
-of a SmolLM2-135M-shaped student (a random ``LlamaConfig`` model, nothing downloaded) on the same batch.
+1. Values, on "peaked" and on "flat" logits. Every variant (ULD top-k at k = 100 and 1,000 and exact, at tau = 1
+   and 2; ``mlot`` from the cached top-100 and from live logits, with both readings of unequal lengths;
+   ``mlot-official`` with the batch and the tokenwise ranking) against a reference written below from the formulas,
+   on the FULL vocabularies, sharing no code with ``methods/``: each term, the reference's, the relative difference.
+   For ULD top-k the difference is the lower bound's gap; for ``mlot`` against the full-vocabulary reference it is
+   what the teacher's top-K loses (columns outside a row's top-100 count 0), and a second reference that truncates
+   the teacher the same way checks the implementation itself to float precision.
+2. Cost, on peaked logits: the median forward+backward time (into the student logits) and the peak memory of each
+   loss and of its reference, the speed-up, and the loss time as a share of a forward+backward of a
+   SmolLM2-135M-shaped student (a random ``LlamaConfig`` model, nothing downloaded) on the same batch; ULD exact
+   against top-k. Timings on a shared CPU are noisy: compare ratios within one run only.
 
-Published shapes: batch 2, 128 student answer tokens (120 on the teacher side, a different tokenizer), student
-vocabulary 49,152 (SmolLM2), teacher vocabulary 151,936 (Qwen2.5). Logits are "peaked" like a language model's:
-N(0, 2^2) plus 8 boosted candidates per row (+14 down to +7): top-1 ~0.6, top-100 ~0.90 (student) / ~0.79
-(teacher) of the mass.
+Published shapes: batch 2, 128 student answer tokens (120 on the teacher side, a different tokenizer; the second
+sample 3 tokens shorter on both sides), student vocabulary 49,152 (SmolLM2), teacher vocabulary 151,936 (Qwen2.5).
+"Peaked" logits are like a language model's: N(0, 2^2) plus 8 boosted candidates per row (+14 down to +7): top-1
+~0.6, top-100 ~0.90 (student) / ~0.79 (teacher) of the mass. "Flat" logits are N(0, 1): no token stands out.
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` above the allocation before the call. On CPU (tracemalloc does
 not see torch's allocator), the peak resident set size above the RSS before the call: Linux ``VmHWM`` from
 ``/proc/self/status``, reset before each call by writing 5 to ``/proc/self/clear_refs``. Memory is measured first, in
 its own pass, with glibc's mmap threshold pinned to 128 KiB (``mallopt``) from the start: otherwise freed heap
 memory that a later call reuses would not show in its peak. The timings follow with the threshold at 32 MiB.
-Timings on a shared CPU are noisy; compare rows of one run only. When other processes keep the cores busy, every
-multi-threaded op waits for all its threads to be scheduled (~8 ms per op measured here, against 0.06 ms with one
-thread), which penalises the many small ops of Sinkhorn; ``--threads 1`` gives steadier numbers then.
+When other processes keep the cores busy, every multi-threaded op waits for all its threads to be scheduled (~8 ms
+per op measured here, against 0.06 ms with one thread), which penalises the many small ops of Sinkhorn;
+``--threads 1`` gives steadier numbers then.
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ import argparse
 import ctypes
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -37,11 +44,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmark.memory import PeakMemory
-from methods.batch import DistillBatch, TeacherOutputs, TokenView
+from methods.batch import DistillBatch, TeacherOutputs, TokenView, log_normalisers
 from methods.mlot import MLOT, MLOTConfig, MLOTOfficial, MLOTOfficialConfig
 from methods.uld import ULD, ULDConfig
 
 Terms = dict[str, Tensor]
+Run = Callable[[Tensor], Terms]
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class Shapes:
 FULL = Shapes(2, 16, 128, 120, 49_152, 151_936, hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536)
 QUICK = Shapes(2, 4, 12, 10, 512, 1024, hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128)
 CACHE_K = 100  # the default teacher-cache k
+CACHE_TEMPERATURES = (2.0,)  # besides 1: the teacher_temperatures of the variants below
 
 
 # --- inputs ----------------------------------------------------------------------------------------------------
@@ -72,6 +81,13 @@ def peaked_logits(*shape: int, generator: torch.Generator) -> Tensor:
     logits = 2.0 * torch.randn(*shape, generator=generator)
     candidates = torch.randint(shape[-1], (*shape[:-1], 8), generator=generator)
     return logits.scatter_add_(-1, candidates, torch.linspace(14.0, 7.0, 8).expand_as(candidates).contiguous())
+
+
+def flat_logits(*shape: int, generator: torch.Generator) -> Tensor:
+    return torch.randn(*shape, generator=generator)
+
+
+LOGITS = {"peaked": peaked_logits, "flat": flat_logits}
 
 
 def token_view(shapes: Shapes, answer: int, vocab: int, eos: bool, generator: torch.Generator) -> TokenView:
@@ -100,45 +116,46 @@ class Inputs:
     student_logits: Tensor  # [B, L_s, V_s]
     teacher_logits: Tensor  # [B, A_t, V_t] at the teacher's answer rows
     live: TeacherOutputs
-    cached: TeacherOutputs
+    cached: TeacherOutputs  # what the teacher cache serves: top-100 logits and ids, logsumexp(z / tau)
     ce: Tensor
 
 
-def make_inputs(shapes: Shapes, device: torch.device) -> Inputs:
+def make_inputs(shapes: Shapes, kind: str, device: torch.device) -> Inputs:
     generator = torch.Generator().manual_seed(0)
     student = token_view(shapes, shapes.student_answer, shapes.student_vocab, True, generator)
     teacher = token_view(shapes, shapes.teacher_answer, shapes.teacher_vocab, False, generator)
     batch = DistillBatch([f"ex{b}" for b in range(shapes.batch)], [""] * shapes.batch, student, teacher).to(device)
-    student_logits = peaked_logits(*student.input_ids.shape, shapes.student_vocab, generator=generator).to(device)
-    teacher_logits = peaked_logits(*teacher.answer_mask.shape, shapes.teacher_vocab, generator=generator).to(device)
+    student_logits = LOGITS[kind](*student.input_ids.shape, shapes.student_vocab, generator=generator).to(device)
+    teacher_logits = LOGITS[kind](*teacher.answer_mask.shape, shapes.teacher_vocab, generator=generator).to(device)
     mask = batch.teacher.answer_mask
     values, ids = torch.topk(teacher_logits, CACHE_K, dim=-1)
     cached = TeacherOutputs(mask, topk_logits=values, topk_ids=ids, logsumexp=torch.logsumexp(teacher_logits, -1),
+                            tempered_logsumexp=log_normalisers(teacher_logits, CACHE_TEMPERATURES),
                             vocab_size=shapes.teacher_vocab)
     live = TeacherOutputs(mask, logits=teacher_logits, vocab_size=shapes.teacher_vocab)
     return Inputs(batch, student_logits, teacher_logits, live, cached, torch.tensor(2.0, device=device))
 
 
-# --- naive references --------------------------------------------------------------------------------------------
+# --- independent references (written from the formulas; nothing from methods/) -----------------------------------
 
 
 def lengths(view: TokenView) -> list[int]:
     return view.answer_mask.sum(1).tolist()
 
 
-def log_probs(logits: Tensor) -> Tensor:
-    """Full-vocabulary log-softmax as ``x - logsumexp(x)``: on CPU, torch's fp32 (log_)softmax kernels are off by
-    ~1e-4 at 152k entries, while logsumexp is accurate to ~1e-6 (measured against float64), and the methods use
-    logsumexp. A 1e-4 error would swap near-tied column ranks and hide real differences."""
-    logits = logits.float()
+def log_probs(logits: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
+    """Full-vocabulary log-softmax of ``logits / temperature`` as ``x - logsumexp(x)`` in ``dtype`` (float64 for
+    values; float32 when the reference is timed against the methods)."""
+    logits = logits.to(dtype) / temperature
     return logits - torch.logsumexp(logits, -1, keepdim=True)
 
 
-def reference_uld(inputs: Inputs, student_logits: Tensor, cfg: ULDConfig) -> Terms:
-    """ULD as published: full softmax, full sort of both vocabularies, zero-pad, positional rows, mean, mean."""
+def reference_uld(inputs: Inputs, student_logits: Tensor, temperature: float, dtype: torch.dtype) -> Terms:
+    """ULD as published: softmax(z / tau) over each full vocabulary, full sort, zero-pad, positional rows, mean, mean."""
     batch = inputs.batch
-    s = log_probs(batch.student.gather_answer_rows(student_logits)).exp().sort(-1, descending=True).values
-    t = log_probs(inputs.teacher_logits).exp().sort(-1, descending=True).values
+    s = log_probs(batch.student.gather_answer_rows(student_logits), temperature, dtype).exp()
+    t = log_probs(inputs.teacher_logits, temperature, dtype).exp()
+    s, t = s.sort(-1, descending=True).values, t.sort(-1, descending=True).values
     size = max(s.size(-1), t.size(-1))
     s, t = F.pad(s, (0, size - s.size(-1))), F.pad(t, (0, size - t.size(-1)))
     per_sample = []
@@ -146,68 +163,81 @@ def reference_uld(inputs: Inputs, student_logits: Tensor, cfg: ULDConfig) -> Ter
         n = min(n_s, n_t)
         per_sample.append((s[b, :n] - t[b, :n]).abs().sum(-1).mean())
     uld = torch.stack(per_sample).mean()
-    return {"loss": inputs.ce + cfg.weight * uld, "uld": uld}
+    return {"loss": inputs.ce + ULDConfig.weight * uld, "uld": uld}
 
 
-def reference_mlot(inputs: Inputs, student_logits: Tensor, cfg: MLOTConfig) -> Terms:
-    """The paper variant's math done naively: dense softmax, full sorts, plain-domain Sinkhorn per sequence.
-
-    The teacher is truncated to its per-row top-K by a full sort, as the top-K cache truncates it, so the values
-    must match ``mlot`` to float precision."""
+def reference_mlot(
+    inputs: Inputs, student_logits: Tensor, cfg: MLOTConfig, dtype: torch.dtype, teacher_k: int | None = None
+) -> Terms:
+    """The paper's MultiLevelOT on full vocabularies (spec §1.1), per sequence: p = softmax(z / tau) over the whole
+    vocabulary, columns ranked by their sums over the sequence's rows (argsort), the first k kept; HAD and SL at
+    tau = 1 over the first min(n_s, n_t) rows (token means over the batch); SD at tau_SD between all rows (or, with
+    ``cfg.sequence_rows == "paired"``, the first min(n_s, n_t)) by Sinkhorn's matrix scaling with marginals 1/n,
+    mean over sequences. ``teacher_k``: keep only each teacher row's ``teacher_k`` largest entries (as a top-K cache
+    does); None: every entry."""
     batch = inputs.batch
-    s_logp = log_probs(batch.student.gather_answer_rows(student_logits))
-    t_full = log_probs(inputs.teacher_logits).exp()
-    t_sorted, t_order = t_full.sort(-1, descending=True)
-    t_trunc = torch.zeros_like(t_full).scatter(-1, t_order[..., : cfg.teacher_k], t_sorted[..., : cfg.teacher_k])
+    student_rows = batch.student.gather_answer_rows(student_logits)
+    k = min(cfg.k, student_rows.size(-1), inputs.teacher_logits.size(-1))
 
-    def tempered(p: Tensor) -> Tensor:
-        powered = p ** (1 / cfg.sd_temperature)  # a teacher row may hold none of the k columns: 0, not 0/0
-        return p.sum(-1, keepdim=True) * powered / powered.sum(-1, keepdim=True).clamp_min(1e-30)
+    def teacher_probs(logits: Tensor, tau: float) -> Tensor:
+        p = log_probs(logits, tau, dtype).exp()
+        if teacher_k is None:
+            return p
+        kept = p.topk(teacher_k, -1).indices
+        return torch.zeros_like(p).scatter(-1, kept, p.gather(-1, kept))
 
-    had_sum = sl_sum = torch.zeros((), device=s_logp.device)
-    count, sds = 0, []
+    def ranked(p: Tensor) -> Tensor:
+        return p[:, p.sum(0).argsort(descending=True)[:k]]
+
+    had_sum = sl_sum = 0.0
+    pairs, sds = 0, []
     for b, (n_s, n_t) in enumerate(zip(lengths(batch.student), lengths(batch.teacher))):
-        t_cols = t_trunc[b, :n_t].sum(0).argsort(descending=True)[: cfg.k]
-        s_cols = s_logp[b, :n_s].exp().sum(0).argsort(descending=True)[: cfg.k]
-        t_k, s_logk = t_trunc[b][:, t_cols], s_logp[b][:, s_cols]
-        s_k = s_logk.exp()
         n = min(n_s, n_t)
-        had_sum = had_sum + (t_k[:n] - s_k[:n]).abs().sum()
-        sl_sum = sl_sum - (t_k[:n] * s_logk[:n]).sum()
-        count += n
-        cost = torch.cdist(tempered(t_k[:n_t]), tempered(s_k[:n_s]), p=1)
+        rows_s, rows_t = (n, n) if cfg.sequence_rows == "paired" else (n_s, n_t)
+        t = ranked(teacher_probs(inputs.teacher_logits[b, :rows_t], 1.0))
+        log_s = log_probs(student_rows[b, :rows_s], 1.0, dtype)
+        log_s = log_s[:, log_s.exp().sum(0).argsort(descending=True)[:k]]
+        had_sum = had_sum + (t[:n] - log_s[:n].exp()).abs().sum()
+        sl_sum = sl_sum - (t[:n] * log_s[:n]).sum()
+        pairs += n
+        t = ranked(teacher_probs(inputs.teacher_logits[b, :rows_t], cfg.sd_temperature))
+        s = ranked(log_probs(student_rows[b, :rows_s], cfg.sd_temperature, dtype).exp())
+        cost = torch.cdist(t, s, p=1)
         kernel = torch.exp(-cost / cfg.sinkhorn_epsilon)
-        u, v = torch.ones(n_t, device=cost.device), torch.ones(n_s, device=cost.device)
+        u, v = torch.ones_like(cost[:, 0]), torch.ones_like(cost[0])
         for _ in range(cfg.sinkhorn_iterations):
-            u = (1 / n_t) / (kernel @ v)
-            v = (1 / n_s) / (kernel.T @ u)
+            u = (1 / rows_t) / (kernel @ v)
+            v = (1 / rows_s) / (kernel.T @ u)
         sds.append((u[:, None] * kernel * v[None, :] * cost).sum())
-    had, sl, sd = had_sum / count, sl_sum / count, torch.stack(sds).mean()
+    had, sl, sd = had_sum / pairs, sl_sum / pairs, torch.stack(sds).mean()
     loss = inputs.ce + cfg.alpha * (had + cfg.beta * sl + cfg.gamma * sd)
     return {"loss": loss, "had": had, "sl": sl, "sd": sd}
 
 
-def reference_mlot_official(inputs: Inputs, student_logits: Tensor, cfg: MLOTOfficialConfig) -> Terms:
-    """The official steps transcribed literally (spec §1.2): a permuted copy of the whole [B, L, V] tensor by the
-    argsort of the batch column sums, [:50], plain Sinkhorn per sequence."""
+def reference_mlot_official(inputs: Inputs, student_logits: Tensor, cfg: MLOTOfficialConfig, dtype: torch.dtype) -> Terms:
+    """The official steps transcribed literally (spec §1.2): std scaling, softmax, zero rows up to L; ``tokenwise``
+    (d8d298f): sort every row of the [B, L, V] tensor first; then ``improved_sort`` (a permuted copy of the whole
+    tensor by the argsort of the batch column sums), [:k]; plain Sinkhorn per sequence."""
     batch = inputs.batch
     n_s, n_t = lengths(batch.student), lengths(batch.teacher)
     rows = max(n_s + n_t)
 
     def left_justified(logits: Tensor, counts: list[int]) -> Tensor:
-        logits = logits.float() / (logits.float().std(-1, keepdim=True) + cfg.std_epsilon)
-        out = [torch.cat([log_probs(logits[b, :n]).exp(), logits.new_zeros(rows - n, logits.size(-1))])
+        logits = logits.to(dtype) / (logits.to(dtype).std(-1, keepdim=True) + cfg.std_epsilon)
+        out = [torch.cat([log_probs(logits[b, :n], 1.0, dtype).exp(), logits.new_zeros(rows - n, logits.size(-1))])
                for b, n in enumerate(counts)]
         return torch.stack(out)
 
     def improved_sort(p: Tensor) -> Tensor:
+        if cfg.ranking == "tokenwise":
+            p = p.sort(-1, descending=True).values
         return p[:, :, p.sum((0, 1)).argsort(descending=True)][:, :, : cfg.k]
 
     s = improved_sort(left_justified(batch.student.gather_answer_rows(student_logits), n_s))
     t = improved_sort(left_justified(inputs.teacher_logits, n_t))
     had = torch.stack([(s[b, :n] - t[b, :n]).abs().sum(-1).mean() for b, n in enumerate(map(min, n_s, n_t))]).mean()
     sl = -(torch.softmax(s, -1) * torch.log_softmax(t, -1)).sum(-1).mean()
-    sd = torch.zeros((), device=s.device)
+    sd = torch.zeros((), dtype=dtype, device=s.device)
     for b in range(s.size(0)):
         p_t, p_s = torch.softmax(t[b] / cfg.sd_temperature, -1), torch.softmax(s[b] / cfg.sd_temperature, -1)
         cost = torch.cdist(p_t, p_s, p=1)
@@ -220,29 +250,90 @@ def reference_mlot_official(inputs: Inputs, student_logits: Tensor, cfg: MLOTOff
     return {"loss": loss, "had": had, "sl": sl, "sd": sd}
 
 
+# --- the variants and their references ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    method: str  # the method and the options that differ from its defaults
+    teacher: str  # "cached top-100" or "live logits"
+    reference: str  # a key of references()
+    run: Run
+
+
+def references(inputs: Inputs, dtype: torch.dtype) -> dict[str, Run]:
+    """The references by name (functions of the student logits), computing in ``dtype``."""
+    paper, paired = MLOTConfig(), MLOTConfig(sequence_rows="paired")
+    return {
+        "full-sort ULD, tau 1": lambda z: reference_uld(inputs, z, 1.0, dtype),
+        "full-sort ULD, tau 2": lambda z: reference_uld(inputs, z, 2.0, dtype),
+        "paper, full vocabularies": lambda z: reference_mlot(inputs, z, paper, dtype),
+        f"paper, teacher top-{CACHE_K}": lambda z: reference_mlot(inputs, z, paper, dtype, teacher_k=CACHE_K),
+        "paper, paired rows, full vocabularies": lambda z: reference_mlot(inputs, z, paired, dtype),
+        "literal code, batch ranking": lambda z: reference_mlot_official(inputs, z, MLOTOfficialConfig(), dtype),
+        "literal code, tokenwise ranking": lambda z: reference_mlot_official(
+            inputs, z, MLOTOfficialConfig(ranking="tokenwise"), dtype),
+    }
+
+
+def variants(inputs: Inputs) -> list[Variant]:
+    batch, ce = inputs.batch, inputs.ce
+    cached, live = f"cached top-{CACHE_K}", "live logits"
+    forms = {cached: inputs.cached, live: inputs.live}
+
+    def variant(label: str, method, teacher: str, reference: str) -> Variant:
+        return Variant(label, teacher, reference, lambda z: method.loss(batch, z, forms[teacher], ce))
+
+    uld, uld_1000, uld_exact = ULD(), ULD(ULDConfig(k=1000)), ULD(ULDConfig(mode="exact"))
+    uld_2, uld_exact_2 = ULD(ULDConfig(temperature=2.0)), ULD(ULDConfig(mode="exact", temperature=2.0))
+    mlot, mlot_paired = MLOT(), MLOT(MLOTConfig(sequence_rows="paired"))
+    batch_ranked, tokenwise = MLOTOfficial(), MLOTOfficial(MLOTOfficialConfig(ranking="tokenwise"))
+    return [
+        variant("uld topk k=100", uld, cached, "full-sort ULD, tau 1"),
+        variant("uld topk k=100", uld, live, "full-sort ULD, tau 1"),
+        variant("uld topk k=1000", uld_1000, live, "full-sort ULD, tau 1"),
+        variant("uld exact", uld_exact, live, "full-sort ULD, tau 1"),
+        variant("uld topk k=100 tau=2", uld_2, cached, "full-sort ULD, tau 2"),
+        variant("uld exact tau=2", uld_exact_2, live, "full-sort ULD, tau 2"),
+        variant("mlot", mlot, cached, "paper, full vocabularies"),
+        variant("mlot", mlot, cached, f"paper, teacher top-{CACHE_K}"),
+        variant("mlot", mlot, live, f"paper, teacher top-{CACHE_K}"),
+        variant("mlot sequence_rows=paired", mlot_paired, cached, "paper, paired rows, full vocabularies"),
+        variant("mlot-official ranking=batch", batch_ranked, live, "literal code, batch ranking"),
+        variant("mlot-official ranking=tokenwise", tokenwise, live, "literal code, tokenwise ranking"),
+    ]
+
+
+def timed_runs(inputs: Inputs) -> dict[str, tuple[Run, str]]:
+    """What the cost table times: each loss (ULD top-k without the gap log, which runs the exact form besides) and
+    the reference it is compared with."""
+    batch, ce = inputs.batch, inputs.ce
+    uld, uld_exact = ULD(ULDConfig(log_gap=False)), ULD(ULDConfig(mode="exact"))
+    mlot, official = MLOT(), MLOTOfficial()
+    return {
+        f"uld topk, cached top-{CACHE_K}": (lambda z: uld.loss(batch, z, inputs.cached, ce), "full-sort ULD, tau 1"),
+        "uld exact, live logits": (lambda z: uld_exact.loss(batch, z, inputs.live, ce), "full-sort ULD, tau 1"),
+        f"mlot, cached top-{CACHE_K}": (lambda z: mlot.loss(batch, z, inputs.cached, ce), "paper, full vocabularies"),
+        "mlot, live logits": (lambda z: mlot.loss(batch, z, inputs.live, ce), "paper, full vocabularies"),
+        "mlot-official, live logits": (lambda z: official.loss(batch, z, inputs.live, ce), "literal code, batch ranking"),
+    }
+
+
 # --- measurement -------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Measurement:
-    seconds: float
-    values: dict[str, float]
-    peak_mb: float = float("nan")
-
-
-def timed(run: Callable[[Tensor], Terms], student_logits: Tensor, repeats: int) -> Measurement:
-    """Median forward+backward time of ``run`` over ``repeats`` calls after one warm-up, and its loss terms."""
+def timed(run: Run, student_logits: Tensor, repeats: int) -> float:
+    """Median forward+backward time of ``run`` over ``repeats`` calls after one warm-up."""
     seconds = []
     for attempt in range(repeats + 1):
         leaf = student_logits.detach().requires_grad_()
         start = time.perf_counter()
-        terms = run(leaf)
-        terms["loss"].backward()
+        run(leaf)["loss"].backward()
         if leaf.device.type == "cuda":
             torch.cuda.synchronize()
         if attempt:
             seconds.append(time.perf_counter() - start)
-    return Measurement(statistics.median(seconds), {k: float(v.detach()) for k, v in terms.items()})
+    return statistics.median(seconds)
 
 
 def set_mmap_threshold(nbytes: int) -> None:
@@ -252,7 +343,7 @@ def set_mmap_threshold(nbytes: int) -> None:
     ctypes.CDLL("libc.so.6").mallopt(-3, nbytes)
 
 
-def peak_memory_mb(run: Callable[[Tensor], Terms], student_logits: Tensor) -> float:
+def peak_memory_mb(run: Run, student_logits: Tensor) -> float:
     """Peak memory of one forward+backward of ``run`` (after a warm-up call) above the level before it."""
     for _ in range(2):
         leaf = student_logits.detach().requires_grad_()
@@ -286,59 +377,55 @@ def student_model_seconds(shapes: Shapes, inputs: Inputs, repeats: int) -> float
     return statistics.median(seconds)
 
 
-def largest_relative_difference(ours: dict[str, float], reference: dict[str, float]) -> float:
-    return max(abs(ours[k] - reference[k]) / max(abs(reference[k]), 1e-30) for k in reference)
+# --- report --------------------------------------------------------------------------------------------------------
 
 
-# --- main ----------------------------------------------------------------------------------------------------------
+def relative_difference(ours: float, reference: float) -> float:
+    return abs(ours - reference) / max(abs(reference), 1e-30)
 
 
-@dataclass
-class Row:
-    loss: str
-    teacher: str
-    ours: Measurement
-    reference: Measurement
-
-    @property
-    def speedup(self) -> float:
-        return self.reference.seconds / self.ours.seconds
-
-    @property
-    def difference(self) -> float:
-        return largest_relative_difference(self.ours.values, self.reference.values)
+def values(terms: Terms) -> dict[str, float]:
+    return {name: float(value.detach()) for name, value in terms.items()}
 
 
-def loss_runs(inputs: Inputs) -> dict[tuple[str, str], Callable[[Tensor], Terms]]:
-    """The methods' losses and their references (teacher form "reference"), keyed by (loss, teacher form)."""
-    batch, ce = inputs.batch, inputs.ce
-    uld_cfg, mlot_cfg, official_cfg = ULDConfig(), MLOTConfig(), MLOTOfficialConfig()
-    uld, mlot, official = ULD(uld_cfg), MLOT(mlot_cfg), MLOTOfficial(official_cfg)
-    cached = f"cached top-{CACHE_K}"
-    return {
-        ("uld", cached): lambda z: uld.loss(batch, z, inputs.cached, ce),
-        ("uld", "live logits"): lambda z: uld.loss(batch, z, inputs.live, ce),
-        ("mlot", cached): lambda z: mlot.loss(batch, z, inputs.cached, ce),
-        ("mlot", "live logits"): lambda z: mlot.loss(batch, z, inputs.live, ce),
-        ("mlot-official", "live logits"): lambda z: official.loss(batch, z, inputs.live, ce),
-        ("uld", "reference"): lambda z: reference_uld(inputs, z, uld_cfg),
-        ("mlot", "reference"): lambda z: reference_mlot(inputs, z, mlot_cfg),
-        ("mlot-official", "reference"): lambda z: reference_mlot_official(inputs, z, official_cfg),
-    }
-
-
-def print_table(rows: list[Row], model_seconds: float) -> None:
-    header = ("loss", "teacher", "fwd+bwd ms", "peak MB", "ref ms", "ref peak MB", "speed-up", "max rel diff",
-              "share of student fwd+bwd")
-    cells = [header] + [(
-        row.loss, row.teacher, f"{1000 * row.ours.seconds:.1f}", f"{row.ours.peak_mb:.0f}",
-        f"{1000 * row.reference.seconds:.1f}", f"{row.reference.peak_mb:.0f}", f"{row.speedup:.1f}x",
-        f"{row.difference:.1e}", f"{100 * row.ours.seconds / model_seconds:.1f}%",
-    ) for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
-    cells.insert(1, tuple("-" * width for width in widths))
-    for line in cells:
+def print_rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+    for line in [header, tuple("-" * width for width in widths), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def value_rows(kind: str, inputs: Inputs) -> list[tuple[str, ...]]:
+    """One line per (variant, term): ours, the reference's, the relative difference."""
+    with torch.no_grad():
+        refs = {name: values(run(inputs.student_logits)) for name, run in references(inputs, torch.float64).items()}
+        rows = []
+        for variant in variants(inputs):
+            ours, ref = values(variant.run(inputs.student_logits)), refs[variant.reference]
+            for term in [t for t in ours if t not in ("loss", "ce", "coverage")]:  # loss: CE 2.0 + the terms
+                expected = ref.get(term)
+                rows.append((kind, variant.method, variant.teacher, variant.reference, term, f"{ours[term]:.6g}",
+                             "" if expected is None else f"{expected:.6g}",
+                             "" if expected is None else f"{relative_difference(ours[term], expected):.1e}"))
+    return rows
+
+
+def cost_rows(shapes: Shapes, inputs: Inputs, repeats: int) -> tuple[list[tuple[str, ...]], dict[str, float]]:
+    """The cost table (memory first, then the timings; see the module docstring) and the seconds by run."""
+    runs = {name: run for name, (run, _) in timed_runs(inputs).items()}
+    used = {reference for _, reference in timed_runs(inputs).values()}
+    runs.update({f"reference: {name}": run for name, run in references(inputs, torch.float32).items() if name in used})
+    peaks = {name: peak_memory_mb(run, inputs.student_logits) for name, run in runs.items()}
+    if inputs.student_logits.device.type == "cpu":
+        set_mmap_threshold(32 * 1024 * 1024)  # glibc's own ceiling: page faults of fresh mmaps stay off the timings
+    seconds = {name: timed(run, inputs.student_logits, repeats) for name, run in runs.items()}
+    seconds["student model"] = student_model_seconds(shapes, inputs, repeats)
+    rows = []
+    for name, (_, reference) in timed_runs(inputs).items():
+        ours, ref = seconds[name], seconds[f"reference: {reference}"]
+        rows.append((name, f"{1000 * ours:.1f}", f"{peaks[name]:.0f}", reference, f"{1000 * ref:.1f}",
+                     f"{peaks[f'reference: {reference}']:.0f}", f"{ref / ours:.1f}x",
+                     f"{100 * ours / seconds['student model']:.1f}%"))
+    return rows, seconds
 
 
 def main() -> None:
@@ -353,33 +440,25 @@ def main() -> None:
     shapes = QUICK if args.quick else FULL
     device = torch.device(args.device)
     if device.type == "cpu":
-        set_mmap_threshold(128 * 1024)
-    inputs = make_inputs(shapes, device)
-    runs = loss_runs(inputs)
-    peaks = {key: peak_memory_mb(run, inputs.student_logits) for key, run in runs.items()}
-    if device.type == "cpu":
-        set_mmap_threshold(32 * 1024 * 1024)  # glibc's own ceiling: page faults of fresh mmaps stay off the timings
-    results = {key: timed(run, inputs.student_logits, args.repeats) for key, run in runs.items()}
-    for key, peak in peaks.items():
-        results[key].peak_mb = peak
-    model_seconds = student_model_seconds(shapes, inputs, args.repeats)
-    rows = [Row(loss, form, result, results[loss, "reference"])
-            for (loss, form), result in results.items() if form != "reference"]
+        set_mmap_threshold(128 * 1024)  # before anything is allocated (see the module docstring)
+    peaked = make_inputs(shapes, "peaked", device)
+    costs, seconds = cost_rows(shapes, peaked, args.repeats)
+    value_table = value_rows("peaked", peaked)
+    del peaked
+    value_table += value_rows("flat", make_inputs(shapes, "flat", device))
 
     memory = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS (VmHWM)"
-    print(f"device {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, median of {args.repeats}; "
+    print(f"device {device} ({torch.get_num_threads()} threads), torch {torch.__version__}; "
           f"B={shapes.batch}, answer tokens {shapes.student_answer}/{shapes.teacher_answer}, "
-          f"V={shapes.student_vocab}/{shapes.teacher_vocab} (student/teacher); peak MB = {memory} above the level "
-          "before the call")
-    print(f"student model fwd+bwd ({shapes.layers} layers, hidden {shapes.hidden}, vocab {shapes.student_vocab}): "
-          f"{1000 * model_seconds:.1f} ms")
-    print_table(rows, model_seconds)
-    print("references: uld = full-sort full-vocabulary ULD (its rel diff is the top-k + tail truncation gap); "
-          "mlot = the same math with dense softmax, full sorts, plain Sinkhorn; mlot-official = literal transcription")
-    target = next(row for row in rows if row.loss == "mlot" and row.teacher == "live logits")
-    print(f"target mlot (live logits) >= 3x faster than its reference: {target.speedup:.1f}x "
-          f"({'met' if target.speedup >= 3 else 'missed'}); values within 1e-5 relative: {target.difference:.1e} "
-          f"({'met' if target.difference <= 1e-5 else 'missed'})")
+          f"V={shapes.student_vocab}/{shapes.teacher_vocab} (student/teacher)\n")
+    print("Values against independent references (float64, full vocabularies; see the module docstring)")
+    print_rows(("logits", "method", "teacher", "reference", "term", "ours", "reference", "rel diff"), value_table)
+    print(f"\nCost on peaked logits: median of {args.repeats} forward+backward; peak MB = {memory} above the level "
+          f"before the call; student model ({shapes.layers} layers, hidden {shapes.hidden}) fwd+bwd "
+          f"{1000 * seconds['student model']:.1f} ms")
+    print_rows(("loss", "ms", "peak MB", "reference", "ref ms", "ref peak MB", "speed-up", "share of student"), costs)
+    exact, topk = seconds["uld exact, live logits"], seconds[f"uld topk, cached top-{CACHE_K}"]
+    print(f"\nuld exact (live) takes {exact / topk:.1f}x the time of uld topk (cached top-{CACHE_K}) in this run")
 
 
 if __name__ == "__main__":

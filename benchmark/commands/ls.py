@@ -23,8 +23,8 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
         methods = load_methods_or_fail(args.include)
         for name in methods.names():
-            cls = methods.get(name)
-            print(f"{name}\tteacher: {cls.teacher_needs}\t{methods.description(name)}")
+            default = methods.get(name)()  # what the method needs with its default config
+            print(f"{name}\tteacher: {default.teacher_needs}\t{methods.description(name)}")
     elif args.what == "data":
         from benchmark.data_check import data_table
 

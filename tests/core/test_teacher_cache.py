@@ -114,3 +114,25 @@ def test_workers_building_one_entry_at_once_build_it_once(tmp_path, tiny):
         caches = [first.result(60), second.result(60)]
     assert len(calls) == 1
     assert all(cache.is_complete() and cache.dir == caches[0].dir for cache in caches)
+
+
+def test_cached_topk_at_other_temperatures_equals_live(tmp_path, tiny):
+    """The cache stores logsumexp(z / tau) for the temperatures it is keyed with, so top-k log-probabilities at tau,
+    normalised over the full vocabulary, equal the live teacher's; an unstored tau is a one-line error."""
+    task = ToyTask(tmp_path, toy_examples(4, "train"), toy_examples(1, "test"))
+    examples, collator = task.load("train"), collator_for(task, tiny)
+    live = LiveTeacher(tiny[0][0])
+    cache = TopkCache(tmp_path / "c", {"k": 8, "temperatures": [2.0]})
+    cache.build(live, collator, examples, [e.answer for e in examples], 2)
+    batch = collator(examples[:3])
+    cached, direct = cache.outputs(batch), live.outputs(batch)
+    mask = batch.teacher.answer_mask
+    for tau in (1.0, 2.0):
+        logprobs, ids, tail = cached.topk(8, tau)
+        expected = (direct.logits / tau).log_softmax(-1).topk(8, dim=-1)
+        assert torch.equal(ids[mask], expected.indices[mask])
+        assert torch.allclose(logprobs[mask], expected.values[mask], atol=1e-5)
+        rest = 1 - expected.values.exp().sum(-1)
+        assert torch.allclose(tail.exp()[mask], rest[mask], atol=1e-5)
+    with pytest.raises(ValueError, match="temperature 3.0"):
+        cached.topk(8, 3.0)

@@ -123,11 +123,13 @@ def teacher_outputs(
     logits: Tensor,
     *,
     cache_k: int | None = None,
+    temperatures: Sequence[float] = (2.0,),
     garbage: float = 30.0,
     seed: int = 0,
     eos_rows: bool = False,
 ) -> TeacherOutputs:
-    """Teacher outputs at the answer rows: full ``logits`` (live form) or, with ``cache_k``, the cached top-k form.
+    """Teacher outputs at the answer rows: full ``logits`` (live form) or, with ``cache_k``, the cached top-k form
+    with the full-vocabulary log-normalisers ``logsumexp(z / tau)`` for ``temperatures`` (besides tau = 1).
 
     Rows behind ``answer_mask`` (with ``eos_rows``: behind every labelled answer token) are overwritten with random
     values of scale ``garbage``.
@@ -142,6 +144,7 @@ def teacher_outputs(
     return TeacherOutputs(
         mask=view.answer_mask, topk_logits=values, topk_ids=ids,
         logsumexp=torch.logsumexp(logits.float(), -1), vocab_size=logits.size(-1),
+        tempered_logsumexp={float(tau): torch.logsumexp(logits.float() / tau, -1) for tau in temperatures},
     )
 
 
@@ -159,6 +162,7 @@ def run_loss(
     teacher_answer: Tensor,
     *,
     cache_k: int | None = None,
+    temperatures: Sequence[float] = (2.0,),
     ce: float = 2.0,
     eos_rows: bool = False,
 ) -> tuple[dict[str, Tensor], Tensor]:
@@ -166,7 +170,8 @@ def run_loss(
     leaf (``requires_grad``), so a test can back-propagate and inspect ``.grad``. ``eos_rows``: the given rows
     include the row predicting each side's EOS (otherwise that row is random)."""
     student = place_rows(batch.student, student_answer, eos_rows=eos_rows).requires_grad_()
-    teacher = teacher_outputs(batch.teacher, teacher_answer, cache_k=cache_k, eos_rows=eos_rows)
+    teacher = teacher_outputs(batch.teacher, teacher_answer, cache_k=cache_k, temperatures=temperatures,
+                              eos_rows=eos_rows)
     return method.loss(batch, student, teacher, torch.tensor(ce)), student
 
 

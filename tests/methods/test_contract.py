@@ -1,18 +1,36 @@
-"""Every registered method, two optimizer steps on a tiny pair: finite loss, student gradients, no teacher gradients."""
+"""Every registered method (and every named option that changes what it reads), two optimizer steps on a tiny pair:
+finite loss, student gradients, and no gradient into the teacher's outputs, whatever form they come in."""
+import dataclasses
+
 import pytest
 import torch
 
 from benchmark.collate import PairCollator, ViewEncoder
 from benchmark.harness import answer_ce_sum, answer_row_forward
 from benchmark.models import build_tiny
+from benchmark.pair_cache import CachedPairResources
 from benchmark.prompting import PromptFormat
 from benchmark.teacher import LiveTeacher
 from methods.base import TEACHER_NEEDS
+from methods.batch import TeacherOutputs
 from methods.registry import load_methods
-from methods.resources import PairResources
 from tests.core.toy_task import ToyTask, toy_examples
 
 METHODS = load_methods()
+# Options that change which teacher tensors a method reads or how it reads them.
+VARIANTS = {
+    "uld": [{"mode": "exact"}, {"temperature": 2.0}],
+    "mlot": [{"sequence_rows": "paired"}],
+    "mlot-official": [{"ranking": "tokenwise"}],
+    "mined": [{"aligned_tokens": "targets", "dtw_tie_order": "student-first"}],
+}
+CASES = [(name, {}) for name in METHODS.names()] + [(name, v) for name, variants in VARIANTS.items() for v in variants]
+
+
+@pytest.fixture(scope="module")
+def map_cache(tmp_path_factory):
+    """One MinED vocabulary-map cache for the module: the Qwen2 x GPT-2 map takes minutes to build."""
+    return str(tmp_path_factory.mktemp("vocab-maps"))
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +40,36 @@ def models():
     }
 
 
-@pytest.mark.parametrize("name", METHODS.names())
-def test_two_steps_train_the_student_only(name, models, tmp_path):
+def requiring_grad(outputs: TeacherOutputs) -> tuple[TeacherOutputs, list[torch.Tensor]]:
+    """The same outputs with every float tensor replaced by a leaf that requires grad (a teacher that was not
+    frozen), and those leaves."""
+    leaves: list[torch.Tensor] = []
+
+    def leaf(x):
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            leaves.append(x.detach().clone().requires_grad_())
+            return leaves[-1]
+        return x
+
+    changes = {f.name: leaf(getattr(outputs, f.name)) for f in dataclasses.fields(outputs) if f.name != "tempered_logsumexp"}
+    changes["tempered_logsumexp"] = {tau: leaf(x) for tau, x in outputs.tempered_logsumexp.items()}
+    return dataclasses.replace(outputs, **changes), leaves
+
+
+def cached_form(live: TeacherOutputs, k: int, temperatures: tuple[float, ...]) -> TeacherOutputs:
+    """What a top-k teacher cache serves: top-k logits and ids, and logsumexp(z / tau) per temperature."""
+    logits = live.logits.float()
+    values, ids = torch.topk(logits, k, dim=-1)
+    return TeacherOutputs(mask=live.mask, topk_logits=values, topk_ids=ids, logsumexp=torch.logsumexp(logits, -1),
+                          tempered_logsumexp={tau: torch.logsumexp(logits / tau, -1) for tau in temperatures},
+                          vocab_size=live.vocab_size)
+
+
+@pytest.mark.parametrize("name, overrides", CASES, ids=[f"{n}{'-' + '-'.join(map(str, o.values())) if o else ''}"
+                                                        for n, o in CASES])
+def test_two_steps_train_the_student_and_never_the_teacher(name, overrides, models, map_cache, tmp_path):
     method_class = METHODS.get(name)
-    method = method_class()
+    method = method_class(method_class.config_class.from_dict(overrides))
     assert method.teacher_needs in TEACHER_NEEDS
     teacher_key = "gpt2-teacher" if method.same_tokenizer_only else "qwen2"
     teacher, teacher_tok = models[teacher_key]
@@ -36,13 +80,18 @@ def test_two_steps_train_the_student_only(name, models, tmp_path):
         ViewEncoder(task, student_tok, PromptFormat("plain", 0), pool, 16),
         ViewEncoder(task, teacher_tok, PromptFormat("plain", 1), pool, 16),
     )
-    method.prepare(PairResources(student_tok, teacher_tok))
-    live = LiveTeacher(teacher)
+    method.prepare(CachedPairResources(student_tok, teacher_tok, map_cache))
+    live = LiveTeacher(teacher, hidden_states=method.teacher_needs == "hidden_states")
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3)
     student.train()
     for step in range(2):
         batch = collator(pool[step * 3 : step * 3 + 3])
-        outputs = live.outputs(batch) if method.teacher_needs not in ("none", "text") else None
+        outputs, leaves = None, []
+        if method.teacher_needs not in ("none", "text"):
+            outputs = live.outputs(batch)
+            if method.teacher_needs == "topk_logits" and step == 1:  # step 0 live, step 1 from a cache
+                outputs = cached_form(outputs, method.topk_needed, method.teacher_temperatures)
+            outputs, leaves = requiring_grad(outputs)
         logits, batch = answer_row_forward(student, batch)  # the harness's own forward
         ce = answer_ce_sum(logits, batch.student) / (batch.student.labels != -100).sum()
         terms = method.loss(batch, logits, outputs, ce)
@@ -53,7 +102,8 @@ def test_two_steps_train_the_student_only(name, models, tmp_path):
         grads = [p.grad for p in student.parameters() if p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads)
         assert sum(float(g.abs().sum()) for g in grads) > 0
-        assert all(p.grad is None for p in teacher.parameters())
+        assert all(leaf.grad is None for leaf in leaves), f"{name} sent gradient into the teacher's outputs"
+        assert all(not v.requires_grad for key, v in terms.items() if key != "loss")  # logged terms are detached
         optimizer.step()
 
 

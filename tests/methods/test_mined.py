@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 
 from methods.batch import DistillBatch, TeacherOutputs, TokenView
-from methods.edit_alignment import dtw_align, strip_markers
+from methods.edit_alignment import TIE_ORDERS, dtw_align, strip_markers
 from methods.mined import MinED, MinEDConfig
 from methods.registry import METHODS
 from methods.resources import PairResources
@@ -42,29 +42,57 @@ def test_empty_side_aligns_nothing():
     assert dtw_align([], ["a"]) == []
 
 
-def naive_dtw_cost(student: list[str], teacher: list[str]) -> int:
+def test_a_three_way_tie_takes_the_diagonal_in_either_order():
+    for tie_order in TIE_ORDERS:
+        assert dtw_align(["a", "a"], ["a", "a"], tie_order) == [[0], [1]]
+
+
+@pytest.mark.parametrize("tie_order, expected", [("teacher-first", [[0], [0], [1, 2]]),
+                                                 ("student-first", [[0, 1], [2], [2]])])
+def test_tie_between_a_teacher_and_a_student_step(tie_order, expected):
+    # Student "a b a", teacher "b a b": local costs [[1, 0, 1], [0, 1, 0], [1, 0, 1]] (student rows), accumulated
+    # D = [[1, 1, 2], [1, 2, 1], [2, 1, 2]]. At the end (2, 2): diagonal D[1][1] = 2, student step D[1][2] = 1,
+    # teacher step D[2][1] = 1. Teacher first (DSKD): (2, 1), diagonal to (1, 0), student step to (0, 0), so the last
+    # student "a" takes teacher 1 and 2. Student first: (1, 2), diagonal to (0, 1), teacher step to (0, 0).
+    assert dtw_align(["a", "b", "a"], ["b", "a", "b"], tie_order) == expected
+
+
+def test_unknown_tie_order_is_an_error():
+    with pytest.raises(ValueError, match="tie_order must be one of"):
+        dtw_align(["a"], ["a"], "diagonal-last")
+
+
+def naive_dtw(student: list[str], teacher: list[str], tie_order: str) -> list[list[int]]:
+    """Reference written from DSKD's recurrence and back-trace: teacher rows i, student columns j; walking back, take
+    the FIRST minimum of (diagonal, teacher step, student step), or (diagonal, student step, teacher step)."""
     inf = float("inf")
-    acc = [[inf] * (len(teacher) + 1) for _ in range(len(student) + 1)]
+    acc = [[inf] * (len(student) + 1) for _ in range(len(teacher) + 1)]
     acc[0][0] = 0
-    for i in range(1, len(student) + 1):
-        for j in range(1, len(teacher) + 1):
-            cost = Levenshtein.distance(strip_markers(student[i - 1]), strip_markers(teacher[j - 1]))
+    for i in range(1, len(teacher) + 1):
+        for j in range(1, len(student) + 1):
+            cost = Levenshtein.distance(strip_markers(teacher[i - 1]), strip_markers(student[j - 1]))
             acc[i][j] = cost + min(acc[i - 1][j - 1], acc[i - 1][j], acc[i][j - 1])
-    return acc[-1][-1]
+    i, j = len(teacher), len(student)
+    aligned: list[list[int]] = [[] for _ in student]
+    while True:
+        aligned[j - 1].insert(0, i - 1)
+        if (i, j) == (1, 1):
+            return aligned
+        moves = {"diagonal": (i - 1, j - 1), "teacher": (i - 1, j), "student": (i, j - 1)}
+        order = ["diagonal", "teacher", "student"] if tie_order == "teacher-first" else ["diagonal", "student", "teacher"]
+        i, j = moves[min(order, key=lambda move: acc[moves[move][0]][moves[move][1]])]
 
 
 tokens = st.lists(st.text(alphabet="ab▁c", max_size=4), min_size=1, max_size=9)
 
 
 @settings(max_examples=150, deadline=None)
-@given(tokens, tokens)
-def test_dtw_returns_a_minimum_cost_warping_path(student, teacher):
-    aligned = dtw_align(student, teacher)
+@given(tokens, tokens, st.sampled_from(TIE_ORDERS))
+def test_dtw_equals_the_reference_warping_path(student, teacher, tie_order):
+    aligned = dtw_align(student, teacher, tie_order)
+    assert aligned == naive_dtw(student, teacher, tie_order)
     path = [(i, j) for i, positions in enumerate(aligned) for j in positions]
-    assert path[0] == (0, 0) and path[-1] == (len(student) - 1, len(teacher) - 1)
     assert all((i1 - i0, j1 - j0) in {(1, 0), (0, 1), (1, 1)} for (i0, j0), (i1, j1) in zip(path, path[1:]))
-    cost = sum(Levenshtein.distance(strip_markers(student[i]), strip_markers(teacher[j])) for i, j in path)
-    assert cost == naive_dtw_cost(student, teacher)
 
 
 # --- tiny tokenizers and batches --------------------------------------------------------------------------------
@@ -77,7 +105,8 @@ def tiny_tokenizer(tokens: list[str], byte_level: bool = False) -> PreTrainedTok
 
 
 def token_view(answers: list[list[str]], tokenizer: PreTrainedTokenizerFast, prompt: int = 2, eos: str | None = None) -> TokenView:
-    """A right-padded view whose answers follow a ``prompt``-token prompt; an optional EOS is trained, not distilled."""
+    """A right-padded view whose answers follow a ``prompt``-token prompt of id 0 tokens; an optional EOS is
+    labelled (and masked in ``answer_mask``)."""
     vocab = tokenizer.get_vocab()
     width = max(len(a) for a in answers) + (eos is not None)
     length = prompt + width
@@ -134,8 +163,12 @@ WORDS = ["Ġthe", "Ġcat", "Ġsat", ".", "Ġon", "Ġsit"]
 TEACHER_WORDS = ["Ġthe", "Ġcat", "Ġsit", ".", "Ġon"]
 
 
-def test_identical_pair_gives_zero_kd():
-    method = prepared(WORDS, WORDS, byte_level=True)
+MODES = ["inputs", "targets"]
+
+
+@pytest.mark.parametrize("aligned_tokens", MODES)
+def test_identical_pair_gives_zero_kd(aligned_tokens):
+    method = prepared(WORDS, WORDS, byte_level=True, aligned_tokens=aligned_tokens)
     answers = [["Ġthe", "Ġcat", "Ġsat", "."], ["Ġthe", "."]]
     student, teacher = token_view(answers, tiny_tokenizer(WORDS, True)), token_view(answers, tiny_tokenizer(WORDS, True))
     batch = make_batch(student, teacher)
@@ -146,9 +179,11 @@ def test_identical_pair_gives_zero_kd():
     assert terms["fallback_share"].item() == 0.0
 
 
-def test_hand_computed_kl_on_a_four_token_student():
+@pytest.mark.parametrize("aligned_tokens", MODES)
+def test_hand_computed_kl_on_a_four_token_student(aligned_tokens):
+    # Rows read by their inputs ("a" of the prompt, then "a") or by their targets ("a", "b"): the diagonal either way.
     student_vocab, teacher_vocab = ["a", "b", "c", "d"], ["a", "b", "c", "e", "x"]
-    method = prepared(student_vocab, teacher_vocab)
+    method = prepared(student_vocab, teacher_vocab, aligned_tokens=aligned_tokens)
     # "e" and "x" are one edit from every student token: the first, "a", takes them; "d" gets no teacher id.
     assert method.vocab_map.teacher_to_student.tolist() == [0, 1, 2, 0, 0]
     student = token_view([["a", "b"]], tiny_tokenizer(student_vocab), prompt=1)
@@ -182,7 +217,7 @@ def test_teacher_logit_columns_past_the_tokenizer_are_ignored():
 def test_unmatched_alignments_fall_back_to_one_hot_targets():
     student_vocab = ["the", "dog", "dot", "play", "ing", "playing"]
     teacher_vocab = ["the", "dot", "play", "ing", "playing", "zebra"]
-    method = prepared(student_vocab, teacher_vocab)
+    method = prepared(student_vocab, teacher_vocab, aligned_tokens="targets")
     student_answers = [["the", "dog", "playing"], ["play", "ing"]]
     teacher_answers = [["the", "dot", "play", "ing"], ["playing"]]
     assert dtw_align(student_answers[0], teacher_answers[0]) == [[0], [1], [2, 3]]
@@ -212,18 +247,25 @@ def test_unmatched_alignments_fall_back_to_one_hot_targets():
     assert terms["kd"].item() == pytest.approx(sum(expected) / 5, rel=1e-5)
 
 
-def answer_row_mask(view: TokenView, logits: torch.Tensor) -> torch.Tensor:
-    """``[B, L]``: the logits rows that predict distilled answer tokens."""
-    used = torch.zeros(logits.shape[:2], dtype=torch.bool)
-    for b, a in view.answer_mask.nonzero().tolist():
+def distilled(view: TokenView, aligned_tokens: str) -> torch.Tensor:
+    """``[B, A]``: the answer positions whose rows are distilled (every labelled row when reading inputs; the
+    answer tokens with text when reading targets)."""
+    return view.answer_token_mask() if aligned_tokens == "inputs" else view.answer_mask
+
+
+def answer_row_mask(view: TokenView, positions: torch.Tensor) -> torch.Tensor:
+    """``[B, L]``: the sequence rows whose logits predict the answer ``positions`` (and whose inputs feed them)."""
+    used = torch.zeros(view.input_ids.shape, dtype=torch.bool)
+    for b, a in positions.nonzero().tolist():
         used[b, view.answer_rows[b, a]] = True
     return used
 
 
-def _masked_case(seed: int, garbage: bool):
-    """One batch with a short example, a student EOS and padding; ``garbage`` rewrites everything outside the masks."""
+def _masked_case(seed: int, garbage: bool, aligned_tokens: str = "inputs"):
+    """One batch with a short example, a student EOS and padding; ``garbage`` rewrites everything the loss must not
+    read: logits rows and ids outside the distilled rows, input ids no distilled row is fed, the token strings."""
     generator = torch.Generator().manual_seed(seed)
-    method = prepared(WORDS, TEACHER_WORDS, byte_level=True)
+    method = prepared(WORDS, TEACHER_WORDS, byte_level=True, aligned_tokens=aligned_tokens)
     answers = [["Ġthe", "Ġcat", "Ġsat", "Ġon", "Ġthe", "."], ["Ġcat", "."]]
     student = token_view(answers, tiny_tokenizer(WORDS, True), eos=".")
     teacher_answers = [["Ġthe", "Ġcat", "Ġsit", "Ġon", "Ġthe", "."], ["Ġcat", "."]]
@@ -231,23 +273,28 @@ def _masked_case(seed: int, garbage: bool):
     logits = torch.randn(2, student.input_ids.size(1), len(WORDS), generator=generator)
     teacher_logits = torch.randn(2, teacher.answer_mask.size(1), len(TEACHER_WORDS), generator=generator)
     if garbage:
-        used = answer_row_mask(student, logits)
-        logits = torch.where(used.unsqueeze(-1), logits, torch.full_like(logits, 1e4))  # prompt, EOS and padding rows
-        teacher_logits[~teacher.answer_mask] = float("nan")
-        student.answer_ids[~student.answer_mask] = 3
+        used = answer_row_mask(student, distilled(student, aligned_tokens))
+        logits = torch.where(used.unsqueeze(-1), logits, torch.full_like(logits, 1e4))
+        teacher_logits[~distilled(teacher, aligned_tokens)] = float("nan")
         for view in (student, teacher):
+            view.input_ids[~answer_row_mask(view, distilled(view, aligned_tokens))] = 3
+            view.answer_ids[~distilled(view, aligned_tokens)] = 3
             view.answer_tokens[1] = view.answer_tokens[1][:2] + ["Ġgarbage"] * 5
     return method, make_batch(student, teacher), logits, TeacherOutputs(teacher.answer_mask, teacher_logits)
 
 
-def test_masked_and_padded_positions_cannot_change_the_loss():
-    clean = _masked_case(0, garbage=False)
-    dirty = _masked_case(0, garbage=True)
+@pytest.mark.parametrize("aligned_tokens, fallback", [("inputs", 3 / 10), ("targets", 1 / 8)])
+def test_masked_and_padded_positions_cannot_change_the_loss(aligned_tokens, fallback):
+    # targets: "Ġsat" (student) sits on "Ġsit" (teacher), which maps to the student's "Ġsit": 1 of 8 rows falls back.
+    # inputs: the row fed "Ġsat" as well; and each student EOS row (fed ".") aligns alone to the teacher's last row
+    # (fed "Ġthe" and "Ġcat"): 3 of 10 rows.
+    clean = _masked_case(0, garbage=False, aligned_tokens=aligned_tokens)
+    dirty = _masked_case(0, garbage=True, aligned_tokens=aligned_tokens)
     ce = torch.tensor(0.7)
     clean_terms, dirty_terms = clean[0].loss(*clean[1:], ce), dirty[0].loss(*dirty[1:], ce)
     assert torch.isfinite(dirty_terms["loss"])
     assert dirty_terms["loss"].item() == pytest.approx(clean_terms["loss"].item(), rel=1e-6)
-    assert dirty_terms["fallback_share"].item() == clean_terms["fallback_share"].item() == pytest.approx(1 / 8)
+    assert dirty_terms["fallback_share"].item() == clean_terms["fallback_share"].item() == pytest.approx(fallback)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -260,11 +307,68 @@ def test_extreme_logits_give_finite_loss_and_gradients(dtype):
     assert torch.isfinite(terms["loss"]) and torch.isfinite(logits.grad).all()
 
 
-def test_gradients_reach_the_student_answer_rows_only():
-    method, batch, logits, teacher = _masked_case(2, garbage=False)
+@pytest.mark.parametrize("aligned_tokens", MODES)
+def test_gradients_reach_the_distilled_student_rows_only(aligned_tokens):
+    # inputs: every labelled row, the EOS row included; targets: the answer tokens with text.
+    method, batch, logits, teacher = _masked_case(2, garbage=False, aligned_tokens=aligned_tokens)
     logits.requires_grad_()
     method.loss(batch, logits, teacher, torch.tensor(0.0))["loss"].backward()
-    assert torch.equal(logits.grad.abs().sum(-1) > 0, answer_row_mask(batch.student, logits))
+    expected = answer_row_mask(batch.student, distilled(batch.student, aligned_tokens))
+    assert torch.equal(logits.grad.abs().sum(-1) > 0, expected)
+    assert int(expected.sum()) == (10 if aligned_tokens == "inputs" else 8)
+
+
+# Tiny vocabularies whose id 0 is "c", the prompt token of every view below.
+SMALL_STUDENT = ["c", "a", "b", "</s>"]
+SMALL_TEACHER = ["c", "a", "b", "</s>", "ab"]  # "ab" maps to "a" (edit distance 1, the first such student id)
+
+
+def small_case(teacher_answer: list[str], aligned_tokens: str):
+    method = prepared(SMALL_STUDENT, SMALL_TEACHER, aligned_tokens=aligned_tokens)
+    student = token_view([["a", "b"]], tiny_tokenizer(SMALL_STUDENT), prompt=1, eos="</s>")
+    teacher = token_view([teacher_answer], tiny_tokenizer(SMALL_TEACHER), prompt=3, eos="</s>")
+    generator = torch.Generator().manual_seed(7)
+    logits = torch.randn(1, student.input_ids.size(1), 4, generator=generator)
+    teacher_rows = torch.randn(1, teacher.answer_ids.size(1), 5, generator=generator)
+    terms = method.loss(make_batch(student, teacher), logits, TeacherOutputs(teacher.answer_mask, teacher_rows),
+                        torch.tensor(0.0))
+    return terms, student.gather_answer_rows(logits)[0], teacher_rows[0], method.vocab_map.teacher_to_student.tolist()
+
+
+def projected(teacher_row: torch.Tensor, mapping: list[int]) -> list[float]:
+    """The teacher row in the student vocabulary: the max over the teacher ids mapped to each student id."""
+    return [max((teacher_row[t].item() for t in range(len(mapping)) if mapping[t] == s), default=-1e5)
+            for s in range(len(SMALL_STUDENT))]
+
+
+def one_hot(token: str) -> list[float]:
+    return [100.0 if s == SMALL_STUDENT.index(token) else -1e5 for s in range(len(SMALL_STUDENT))]
+
+
+def test_reading_inputs_distils_the_eos_row():
+    # Rows fed "c" (prompt), "a", "b" on both sides: the diagonal, every row projected, the EOS row included.
+    terms, student, teacher, mapping = small_case(["a", "b"], "inputs")
+    expected = sum(kl(projected(teacher[r], mapping), student[r].tolist()) for r in range(3)) / 3
+    assert terms["kd"].item() == pytest.approx(expected, rel=1e-5) and terms["fallback_share"].item() == 0.0
+    terms, *_ = small_case(["a", "b"], "targets")  # the same rows read by their targets: the EOS row is skipped
+    expected = sum(kl(projected(teacher[r], mapping), student[r].tolist()) for r in range(2)) / 2
+    assert terms["kd"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_reading_inputs_aligns_the_tokens_one_position_earlier():
+    # Student rows fed c, a, b (predicting a, b, </s>); teacher rows fed c, ab (predicting ab, </s>).
+    # inputs: DTW pairs c-c, a-c, b-ab: row 0 takes teacher row 0; row 1 (fed "a" vs "c") and row 2 (fed "b" vs
+    # "ab", which maps to "a") fall back to their targets "b" and "</s>".
+    terms, student, teacher, mapping = small_case(["ab"], "inputs")
+    expected = (kl(projected(teacher[0], mapping), student[0].tolist()) + kl(one_hot("b"), student[1].tolist())
+                + kl(one_hot("</s>"), student[2].tolist())) / 3
+    assert terms["kd"].item() == pytest.approx(expected, rel=1e-5)
+    assert terms["fallback_share"].item() == pytest.approx(2 / 3)
+    # targets: "a" and "b" both sit on "ab" -> "a": row 0 takes teacher row 0, row 1 falls back; no EOS row.
+    terms, *_ = small_case(["ab"], "targets")
+    expected = (kl(projected(teacher[0], mapping), student[0].tolist()) + kl(one_hot("b"), student[1].tolist())) / 2
+    assert terms["kd"].item() == pytest.approx(expected, rel=1e-5)
+    assert terms["fallback_share"].item() == pytest.approx(1 / 2)
 
 
 def test_loss_needs_prepare_and_full_logits():
@@ -296,5 +400,10 @@ def test_registration_and_config():
     assert (config.ce_weight, config.kd_weight, config.temperature) == (0.5, 0.5, 1.0)
     with pytest.raises(ValueError, match="unknown config key"):
         MinEDConfig.from_dict({"kappa": 0.5})
+    assert (MinEDConfig().aligned_tokens, MinEDConfig().dtw_tie_order) == ("inputs", "teacher-first")  # DSKD
+    with pytest.raises(ValueError, match="aligned_tokens must be one of"):
+        MinEDConfig(aligned_tokens="outputs")
+    with pytest.raises(ValueError, match="dtw_tie_order must be one of"):
+        MinEDConfig(dtw_tie_order="random")
     with pytest.raises(ValueError):
         MinEDConfig(temperature=0.0)

@@ -23,10 +23,12 @@ def logits_of(*samples: list[list[float]]) -> torch.Tensor:
     return torch.tensor(list(samples)).log()
 
 
-def tempered(vector: list[float], tau: float) -> list[float]:
-    """m * softmax(log p / tau) with m = sum(p): the temperature within the truncated support."""
-    weights = [p ** (1 / tau) for p in vector]
-    return [sum(vector) * w / sum(weights) for w in weights]
+def tempered_ranked(rows: list[list[float]], tau: float, k: int) -> list[list[float]]:
+    """SR + Tr of ``softmax(log p / tau) = p^(1/tau) / sum(p^(1/tau))`` over the FULL vocabulary of each row."""
+    tempered = [[x ** (1 / tau) / sum(y ** (1 / tau) for y in row) for x in row] for row in rows]
+    sums = [sum(row[v] for row in tempered) for v in range(len(rows[0]))]
+    columns = sorted(range(len(sums)), key=lambda v: -sums[v])[:k]
+    return [[row[v] for v in columns] for row in tempered]
 
 
 def two_by_two_sinkhorn_cost(cost: list[list[float]], epsilon: float) -> float:
@@ -42,8 +44,7 @@ def test_paper_variant_by_hand():
     out, _ = run_loss(MLOT(HAND), batch, logits_of(STUDENT_ROWS), logits_of(TEACHER_ROWS), ce=2.0)
     had = (0.05 + 0.1 + 0.0 + 0.1) / 2  # token mean of the rows' sum |t - s|
     sl = (-(0.3 * math.log(0.25) + 0.6 * math.log(0.5)) - (0.6 * math.log(0.6) + 0.1 * math.log(0.2))) / 2
-    t2 = [tempered(row, 2.0) for row in TEACHER_K]
-    s2 = [tempered(row, 2.0) for row in STUDENT_K]
+    t2, s2 = tempered_ranked(TEACHER_ROWS, 2.0, 2), tempered_ranked(STUDENT_ROWS, 2.0, 2)
     cost = [[sum(abs(a - b) for a, b in zip(t, s)) for s in s2] for t in t2]
     sd = two_by_two_sinkhorn_cost(cost, 0.1)
     assert out["had"].item() == pytest.approx(had, abs=1e-6)
@@ -60,6 +61,37 @@ def test_paper_variant_had_and_sl_are_token_means_over_the_batch():
     teacher = logits_of(TEACHER_ROWS, [same, same])
     out, _ = run_loss(MLOT(HAND), batch, student, teacher)
     assert out["had"].item() == pytest.approx(0.25 / 3, abs=1e-6)
+
+
+def paper_reference(batch, student, teacher, cfg: MLOTConfig, paired_rows: bool = False) -> dict[str, float]:
+    """MultiLevelOT as the paper writes it (spec §1.1), from the FULL answer-row logits, in float64: per sequence,
+    p = softmax(z / tau) over the whole vocabulary, SR by column sums, Tr to k; HAD and SL at tau = 1 over the
+    positional pairs (token means); SD at tau_SD with Sinkhorn's matrix scaling (N iterations, marginals 1/n)."""
+    k = min(cfg.k, student.size(-1), teacher.size(-1))
+
+    def ranked(logits: torch.Tensor, tau: float) -> torch.Tensor:
+        p = torch.softmax(logits.double() / tau, -1)
+        return p[:, p.sum(0).argsort(descending=True)[:k]]
+
+    had = sl = pairs = 0.0
+    sds = []
+    for b in range(student.size(0)):
+        n_s, n_t = int(batch.student.answer_mask[b].sum()), int(batch.teacher.answer_mask[b].sum())
+        n = min(n_s, n_t)
+        rows_s, rows_t = (n, n) if paired_rows else (n_s, n_t)
+        s, t = ranked(student[b, :rows_s], 1.0), ranked(teacher[b, :rows_t], 1.0)
+        had += float((t[:n] - s[:n]).abs().sum())
+        sl -= float((t[:n] * s[:n].log()).sum())
+        pairs += n
+        s, t = ranked(student[b, :rows_s], cfg.sd_temperature), ranked(teacher[b, :rows_t], cfg.sd_temperature)
+        cost = (t[:, None, :] - s[None, :, :]).abs().sum(-1)
+        kernel = torch.exp(-cost / cfg.sinkhorn_epsilon)
+        u, v = torch.ones(rows_t, dtype=torch.float64), torch.ones(rows_s, dtype=torch.float64)
+        for _ in range(cfg.sinkhorn_iterations):
+            u = (1 / rows_t) / (kernel @ v)
+            v = (1 / rows_s) / (kernel.T @ u)
+        sds.append(float((u[:, None] * kernel * v[None, :] * cost).sum()))
+    return {"had": had / pairs, "sl": sl / pairs, "sd": sum(sds) / len(sds)}
 
 
 def random_case(seed: int = 0, extra_rows: int = 0, teacher_vocab: int = 24):
@@ -83,6 +115,51 @@ def test_paper_variant_identical_inputs_give_zero_had_and_minimal_sd():
     different = run_loss(MLOT(PAPER), batch, other, same, cache_k=16)[0]
     assert identical["had"].item() == pytest.approx(0.0, abs=1e-6)
     assert identical["sd"] < 0.2 * different["sd"]
+
+
+@pytest.mark.parametrize("cache_k", [None, 24], ids=["live", "cached-complete"])
+@pytest.mark.parametrize("sequence_rows", ["all", "paired"])
+@pytest.mark.parametrize("sd_temperature", [2.0, 1.0, 0.7])
+def test_paper_variant_equals_a_full_vocabulary_reference(cache_k, sequence_rows, sd_temperature):
+    # The cached teacher holds every entry (K = V_t = 24), so the top-K form loses nothing and must equal the
+    # full-vocabulary quantity; sample 0 has 3 student and 2 teacher tokens (unequal lengths).
+    cfg = dataclasses.replace(PAPER, teacher_k=24, sd_temperature=sd_temperature, sequence_rows=sequence_rows)
+    batch, student, teacher = random_case()
+    out = run_loss(MLOT(cfg), batch, student, teacher, cache_k=cache_k, temperatures=[sd_temperature])[0]
+    expected = paper_reference(batch, student, teacher, cfg, paired_rows=sequence_rows == "paired")
+    for term, value in expected.items():
+        assert out[term].item() == pytest.approx(value, rel=1e-5), term
+
+
+def test_the_two_readings_of_unequal_lengths_differ_only_when_lengths_differ():
+    # Both readings equal their references above; here: the student's third row moves SD (it is in the plan or
+    # not), and with equal lengths the readings coincide.
+    batch, student, teacher = random_case()  # sample 0: 3 student vs 2 teacher tokens
+    paired = MLOT(dataclasses.replace(PAPER, sequence_rows="paired"))
+    all_rows, first_rows = (run_loss(method, batch, student, teacher)[0]["sd"].item() for method in (MLOT(PAPER), paired))
+    assert abs(all_rows - first_rows) > 1e-3
+    equal = make_batch([["a", "b"], ["c"]], [["a", "b"], ["c"]])
+    student, teacher = answer_logits(equal.student, 16, seed=3), answer_logits(equal.teacher, 24, seed=4)
+    both = [run_loss(method, equal, student, teacher)[0]["loss"].item() for method in (MLOT(PAPER), paired)]
+    assert both[0] == pytest.approx(both[1], abs=1e-7)
+
+
+def test_paper_variant_clips_k_to_the_smaller_vocabulary():
+    batch, student, teacher = random_case()  # vocabularies 16 (student) and 24 (teacher), k = 50, K = 100
+    cfg = MLOTConfig()
+    expected = paper_reference(batch, student, teacher, cfg)  # Tr to min(k, V_s, V_t) = 16 columns
+    for cache_k in (None, 24):
+        out = run_loss(MLOT(cfg), batch, student, teacher, cache_k=cache_k)[0]
+        for term, value in expected.items():
+            assert out[term].item() == pytest.approx(value, rel=1e-5), term
+
+
+def test_paper_variant_needs_the_teacher_normaliser_at_tau_sd():
+    batch, student, teacher = random_case()
+    assert MLOT(PAPER).teacher_temperatures == (1.0, 2.0)
+    assert MLOT(dataclasses.replace(PAPER, sd_temperature=1.0)).teacher_temperatures == (1.0,)
+    with pytest.raises(ValueError, match=r"no log-normaliser at temperature 2.0 \(it holds \[1.0, 3.0\]\)"):
+        run_loss(MLOT(PAPER), batch, student, teacher, cache_k=8, temperatures=[3.0])
 
 
 def test_paper_variant_cached_and_live_teacher_agree():
@@ -157,12 +234,17 @@ def test_extreme_logits_give_finite_values_and_gradients(method, scale):
 
 @pytest.mark.parametrize("method", METHODS_UNDER_TEST, ids=IDS)
 def test_bf16_inputs_match_float32(method):
+    # Each KD term on its own (the total also holds CE = 2.0, which bf16 logits leave unchanged). The inputs are
+    # rounded to bf16 (~0.4 % per logit); the math then runs in float32, so each term moves by about that much.
     batch, student, teacher = random_case()
-    reference = run_loss(method, batch, student, teacher)[0]["loss"]
+    reference = run_loss(method, batch, student, teacher)[0]
     out, logits = run_loss(method, batch, student.bfloat16(), teacher.bfloat16())
     out["loss"].backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
-    assert out["loss"].item() == pytest.approx(reference.item(), rel=2e-2)
+    for term in ("had", "sl", "sd"):
+        assert out[term].item() == pytest.approx(reference[term].item(), rel=2e-2), term
+    kd = out["loss"].item() - 2.0
+    assert kd == pytest.approx(reference["loss"].item() - 2.0, rel=1e-2)
 
 
 # --- the official variant: numbers derived by hand from spec §1.2 ------------------------------------------
@@ -193,8 +275,11 @@ def official_by_hand(student: list[list[list[float]]], teacher: list[list[list[f
         def order(samples):
             sums = [sum(row[v] for rows in samples for row in rows) for v in range(vocab)]
             return sorted(range(vocab), key=lambda v: -sums[v])[: cfg.k]
+        if cfg.ranking == "tokenwise":  # each row sorted on its own (zero rows stay zero), first k
+            return [[sorted(row, reverse=True)[: cfg.k] for row in rows] for rows in side]
         shared = order(side)
-        return [[[row[v] for v in (shared if cfg.batch_ranking else order([rows]))] for row in rows] for rows in side]
+        return [[[row[v] for v in (shared if cfg.ranking == "batch" else order([rows]))] for row in rows]
+                for rows in side]
 
     length = max(len(rows) for rows in student + teacher)
     s = ranked([probabilities(rows, cfg.student_temperature, length) for rows in student])
@@ -233,11 +318,14 @@ def official_by_hand(student: list[list[list[float]]], teacher: list[list[list[f
     return {"had": had, "sl": sl, "sd": sd, "loss": loss}
 
 
-QUIRKS_OFF = dict(std_scaling=False, batch_ranking=False, sl_softmax=False, sl_reversed=False, padded_rows=False)
+QUIRKS_OFF = dict(std_scaling=False, ranking="sequence", sl_softmax=False, sl_reversed=False, padded_rows=False)
 
 
-@pytest.mark.parametrize("overrides", [{}, QUIRKS_OFF, {"k": 7, "sinkhorn_iterations": 1}, {"sd_temperature": 0.05}],
-                         ids=["code", "quirks-off", "k-beyond-vocab", "sharp-sd"])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"ranking": "tokenwise"}, QUIRKS_OFF, {"k": 7, "sinkhorn_iterations": 1}, {"sd_temperature": 0.05}],
+    ids=["code", "tokenwise", "quirks-off", "k-beyond-vocab", "sharp-sd"],
+)
 def test_official_variant_matches_spec_by_hand(overrides):
     # Student: 3 and 1 text rows (+ EOS); teacher: 2 and 2 rows (an empty-string token stands in for a second
     # teacher row) -> L = 3, padded rows on both sides.
@@ -253,9 +341,24 @@ def test_official_variant_matches_spec_by_hand(overrides):
         assert out[term].item() == pytest.approx(value, rel=1e-5), term
 
 
+@pytest.mark.parametrize("ranking, had", [("batch", 0.45), ("tokenwise", 0.1)])
+def test_official_rankings_on_a_hand_case_where_they_differ(ranking, had):
+    # Commit 712cfb4 (batch): one column order from the batch's column sums, student (.7, .5, .8) -> columns 2, 0
+    # and teacher (.4, .5, 1.1) -> columns 2, 1; HAD = (.4 + .3 + .1 + .1) / 2. Commit d8d298f (tokenwise): each row's
+    # own two largest values, student (.6, .3), (.7, .2) and teacher (.5, .3), (.6, .2); HAD = (.1 + .1) / 2.
+    batch = make_batch([["a"], ["b"]], [["a"], ["b"]], student_vocab=3, teacher_vocab=3)
+    student = logits_of([[0.6, 0.3, 0.1]], [[0.1, 0.2, 0.7]])
+    teacher = logits_of([[0.2, 0.3, 0.5]], [[0.2, 0.2, 0.6]])
+    out = run_loss(MLOTOfficial(MLOTOfficialConfig(k=2, std_scaling=False, ranking=ranking)), batch, student, teacher)[0]
+    assert out["had"].item() == pytest.approx(had, abs=1e-6)
+
+
 def test_official_config_and_contract():
     with pytest.raises(ValueError, match="unknown config key"):
         MLOTOfficialConfig.from_dict({"alpha": 0.15})
+    with pytest.raises(ValueError, match=r"ranking must be one of \('batch', 'tokenwise', 'sequence'\), got 'row'"):
+        MLOTOfficialConfig(ranking="row")
     default = MLOTOfficialConfig()
+    assert default.ranking == "batch"
     assert (default.k, default.sinkhorn_iterations, default.sd_scale, default.distil_factor) == (50, 10, 0.001, 1.5)
     assert MLOTOfficial.teacher_needs == "full_logits"

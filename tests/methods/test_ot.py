@@ -1,4 +1,7 @@
-"""The shared transport math: top-k vectors, tail bin, temperature, rank-matched L1, ranking, Sinkhorn."""
+"""The shared transport math: top-k vectors, tail bin, rank-matched L1, ranking, Sinkhorn.
+
+Every reference below is written from the formula on Python floats (float64), never from :mod:`methods.ot`.
+"""
 from __future__ import annotations
 
 import math
@@ -11,12 +14,10 @@ from methods.ot import (
     column_ranked_logprobs,
     gather_sparse,
     log_sinkhorn,
-    pad_last,
     pairwise_l1,
     plain_sinkhorn,
     rank_l1,
     sparse_column_sums,
-    temper,
     top_columns,
     topk_logprobs,
 )
@@ -26,15 +27,22 @@ def log_of(*probs: float) -> torch.Tensor:
     return torch.tensor(probs).log()
 
 
-def full_sort_uld(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Reference: sort both full vectors, zero-pad, L1."""
-    return rank_l1(p.sort(-1, descending=True).values, q.sort(-1, descending=True).values)
+def sorted_l1(p: list[float], q: list[float]) -> float:
+    """Reference ULD of two probability vectors: both sorted descending, the shorter zero-padded, L1."""
+    p, q = sorted(p, reverse=True), sorted(q, reverse=True)
+    size = max(len(p), len(q))
+    p, q = p + [0.0] * (size - len(p)), q + [0.0] * (size - len(q))
+    return sum(abs(a - b) for a, b in zip(p, q))
 
 
-def topk_tail_uld(p: torch.Tensor, q: torch.Tensor, k: int) -> torch.Tensor:
-    size = min(k, max(p.size(-1), q.size(-1)))
-    top = [pad_last(torch.topk(x, min(k, x.size(-1))).values, size) for x in (p, q)]
-    return rank_l1(append_tail(top[0]), append_tail(top[1]))
+def topk_tail_l1(p: list[float], q: list[float], k: int, tail: bool = True) -> float:
+    """Reference top-k ULD: each side's k largest values (zero-padded to a common k) plus, with ``tail``, one bin
+    holding the rest of its mass."""
+    p, q = sorted(p, reverse=True), sorted(q, reverse=True)
+    size = min(k, max(len(p), len(q)))
+    top_p, top_q = (x[:k] + [0.0] * (size - len(x[:k])) for x in (p, q))
+    distance = sum(abs(a - b) for a, b in zip(top_p, top_q))
+    return distance + abs(sum(p[k:]) - sum(q[k:])) if tail else distance
 
 
 # --- top-k vectors -------------------------------------------------------------------------------------------
@@ -62,41 +70,23 @@ def test_rank_l1_zero_pads_the_shorter_vector():
     assert rank_l1(torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.6, 0.4])).item() == pytest.approx(0.4)
 
 
-def test_tail_bin_gives_a_lower_bound_of_full_sort_uld_equal_when_a_tail_is_empty():
+def test_top_k_with_tail_is_a_lower_bound_of_full_sort_l1_equal_when_a_tail_is_empty():
     generator = torch.Generator().manual_seed(0)
-    p = torch.softmax(3 * torch.randn(64, 40, generator=generator), -1)
-    q = torch.softmax(3 * torch.randn(64, 25, generator=generator), -1)
-    full = full_sort_uld(p, q)
+    p = torch.softmax(3 * torch.randn(64, 40, generator=generator, dtype=torch.float64), -1)
+    q = torch.softmax(3 * torch.randn(64, 25, generator=generator, dtype=torch.float64), -1)
+    rows = list(zip(p.tolist(), q.tolist()))
+    full = [sorted_l1(a, b) for a, b in rows]
     for k in (1, 5, 20):
-        truncated = topk_tail_uld(p, q, k)
-        assert (truncated <= full + 1e-6).all()
-        without_tail = rank_l1(torch.topk(p, k).values, torch.topk(q, k).values)
-        assert (without_tail <= truncated + 1e-6).all()  # the tail bin only tightens the bound
-    assert torch.allclose(topk_tail_uld(p, q, 25), full, atol=1e-6)  # q's top-25 is all of q: tail 0
-
-
-# --- temperature within a truncated support ------------------------------------------------------------------
-
-
-def test_temper_keeps_the_mass_and_is_the_identity_at_one():
-    p = torch.tensor([0.5, 0.25])
-    assert temper(p, 1.0) is p
-    root = [math.sqrt(0.5), math.sqrt(0.25)]
-    expected = [0.75 * r / sum(root) for r in root]
-    assert torch.allclose(temper(p, 2.0), torch.tensor(expected))
-
-
-def test_temper_on_a_complete_support_is_the_tempered_softmax():
-    logits = torch.tensor([1.0, -0.5, 2.0, 0.3])
-    assert torch.allclose(temper(torch.softmax(logits, -1), 2.0), torch.softmax(logits / 2, -1), atol=1e-6)
-
-
-def test_temper_keeps_zero_entries_finite_with_finite_gradients():
-    p = torch.tensor([0.7, 0.0, 0.0], requires_grad=True)
-    out = temper(p, 2.0)
-    out.sum().backward()
-    assert torch.isfinite(out).all() and torch.isfinite(p.grad).all()
-    assert out[1].item() < 1e-12
+        top_p, top_q = (torch.topk(x.float(), k).values for x in (p, q))
+        with_tail = rank_l1(append_tail(top_p), append_tail(top_q)).tolist()
+        without_tail = rank_l1(top_p, top_q).tolist()
+        assert with_tail == pytest.approx([topk_tail_l1(a, b, k) for a, b in rows], abs=1e-5)
+        assert without_tail == pytest.approx([topk_tail_l1(a, b, k, tail=False) for a, b in rows], abs=1e-5)
+        assert all(x <= y + 1e-6 for x, y in zip(with_tail, full))  # a lower bound...
+        assert all(x <= y + 1e-6 for x, y in zip(without_tail, with_tail))  # ...that the tail bin tightens
+        assert max(y - x for x, y in zip(with_tail, full)) > 1e-3  # ...and not a tight one
+    # q's top-25 is all of q (tail 0): then the bound is exact.
+    assert [topk_tail_l1(a, b, 25) for a, b in rows] == pytest.approx(full, abs=1e-12)
 
 
 # --- costs and ranking ---------------------------------------------------------------------------------------
@@ -193,14 +183,31 @@ def test_log_sinkhorn_survives_costs_that_underflow_the_plain_kernel():
     assert torch.isfinite(plan).all() and torch.isfinite(total).all() and torch.isfinite(cost.grad).all()
 
 
-def test_plain_sinkhorn_is_the_log_domain_plan_times_n_on_square_costs():
-    # Rows/columns normalised to 1 (the official code) = marginals 1/n scaled by n, iteration by iteration.
+def scaling_sinkhorn(cost: list[list[float]], epsilon: float, iterations: int, a: float, b: float) -> list[list[float]]:
+    """Reference: Sinkhorn's matrix scaling of K = exp(-C / epsilon) with marginal ``a`` on every row and ``b`` on
+    every column; each iteration scales the rows to ``a``, then the columns to ``b``."""
+    plan = [[math.exp(-c / epsilon) for c in row] for row in cost]
+    for _ in range(iterations):
+        plan = [[x * a / sum(row) for x in row] for row in plan]
+        columns = [sum(row[j] for row in plan) for j in range(len(plan[0]))]
+        plan = [[x * b / columns[j] for j, x in enumerate(row)] for row in plan]
+    return plan
+
+
+@pytest.mark.parametrize("iterations", [1, 10])
+def test_both_sinkhorns_follow_the_scaling_iterations(iterations):
     generator = torch.Generator().manual_seed(2)
-    cost = torch.rand(2, 4, 4, generator=generator)
-    for iterations in (1, 10):
-        plain = plain_sinkhorn(cost, 0.1, iterations)
-        plan, _ = log_sinkhorn(cost, all_true(2, 4), all_true(2, 4), 0.1, iterations)
-        assert torch.allclose(plain, 4 * plan, atol=1e-5)
+    cost = torch.rand(2, 4, 3, generator=generator)
+    plain = plain_sinkhorn(cost, 0.1, iterations)  # the official code: rows, then columns, normalised to 1
+    plan, total = log_sinkhorn(cost, all_true(2, 4), all_true(2, 3), 0.1, iterations)  # marginals 1/n, 1/m
+    for b in range(2):
+        rows = cost[b].tolist()
+        ones = scaling_sinkhorn(rows, 0.1, iterations, 1.0, 1.0)
+        uniform = scaling_sinkhorn(rows, 0.1, iterations, 1 / 4, 1 / 3)
+        assert plain[b].tolist() == [pytest.approx(row, abs=1e-5) for row in ones]
+        assert plan[b].tolist() == [pytest.approx(row, abs=1e-6) for row in uniform]
+        expected = sum(p * c for prow, crow in zip(uniform, rows) for p, c in zip(prow, crow))
+        assert total[b].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_plain_sinkhorn_guard_keeps_fully_masked_rows_at_zero():

@@ -1,4 +1,5 @@
-"""ULD: hand-computed values, the full-sort bound, invariances, masking, numerics, config."""
+"""ULD: hand-computed values, the exact mode and the top-k bound against a full-sort reference, invariances, masking,
+numerics, config."""
 from __future__ import annotations
 
 import pytest
@@ -14,13 +15,14 @@ def logits_of(rows: list[list[float]]) -> torch.Tensor:
     return torch.tensor([rows]).log()
 
 
-def full_sort_uld(batch, student_answer, teacher_answer) -> torch.Tensor:
-    """Reference (positional, the published code): full sort, zero-pad, L1, mean over rows, mean over samples."""
+def full_sort_uld(batch, student_answer, teacher_answer, temperature: float = 1.0) -> torch.Tensor:
+    """Reference (positional, the published code): softmax(z / tau) over each full vocabulary, full sort, zero-pad,
+    L1, mean over rows, mean over samples; in float64."""
     per_sample = []
     for b in range(student_answer.size(0)):
         n = min(int(batch.student.answer_mask[b].sum()), int(batch.teacher.answer_mask[b].sum()))
-        s = torch.softmax(student_answer[b, :n], -1).sort(-1, descending=True).values
-        t = torch.softmax(teacher_answer[b, :n], -1).sort(-1, descending=True).values
+        s = torch.softmax(student_answer[b, :n].double() / temperature, -1).sort(-1, descending=True).values
+        t = torch.softmax(teacher_answer[b, :n].double() / temperature, -1).sort(-1, descending=True).values
         size = max(s.size(-1), t.size(-1))
         s, t = (torch.nn.functional.pad(x, (0, size - x.size(-1))) for x in (s, t))
         per_sample.append((s - t).abs().sum(-1).mean())
@@ -71,6 +73,55 @@ def test_top_k_with_tail_is_a_lower_bound_and_equals_full_sort_when_k_covers_a_v
     covering = run_loss(ULD(ULDConfig(k=16)), batch, student, teacher)[0]["uld"]  # the student vocabulary
     assert no_tail <= small + 1e-6 and small <= full + 1e-6
     assert covering.item() == pytest.approx(full.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_exact_mode_equals_the_full_sort_reference(temperature):
+    batch, student, teacher = random_case()
+    out = run_loss(ULD(ULDConfig(mode="exact", temperature=temperature)), batch, student, teacher)[0]
+    assert out["uld"].item() == pytest.approx(full_sort_uld(batch, student, teacher, temperature).item(), rel=1e-6)
+    assert "uld_gap" not in out
+
+
+@pytest.mark.parametrize("temperature", [2.0, 0.5])
+def test_top_k_at_a_temperature_is_a_lower_bound_equal_when_k_covers_a_vocabulary(temperature):
+    # Both sides' top-k are normalised over the full vocabulary at tau (the teacher's through the cached
+    # logsumexp(z / tau)), so the bound argument of tau = 1 holds unchanged.
+    batch, student, teacher = random_case()
+    full = full_sort_uld(batch, student, teacher, temperature).item()
+    small = [run_loss(ULD(ULDConfig(k=3, temperature=temperature)), batch, student, teacher, cache_k=cache_k,
+                      temperatures=[temperature])[0]["uld"].item() for cache_k in (None, 10)]
+    covering = run_loss(ULD(ULDConfig(k=16, temperature=temperature)), batch, student, teacher, cache_k=16,
+                        temperatures=[temperature])[0]["uld"].item()
+    assert small[0] == pytest.approx(small[1], abs=1e-6)  # live and cached agree
+    assert small[0] < full - 1e-3
+    assert covering == pytest.approx(full, rel=1e-6)
+
+
+def test_live_teacher_logs_the_gap_to_the_exact_value():
+    batch, student, teacher = random_case()
+    live = run_loss(ULD(ULDConfig(k=3)), batch, student, teacher)[0]
+    assert live["uld_gap"].item() == pytest.approx(full_sort_uld(batch, student, teacher).item() - live["uld"].item(),
+                                                   abs=1e-6)
+    assert live["uld_gap"].item() > 1e-3
+    assert "uld_gap" not in run_loss(ULD(ULDConfig(k=3)), batch, student, teacher, cache_k=5)[0]
+    assert "uld_gap" not in run_loss(ULD(ULDConfig(k=3, log_gap=False)), batch, student, teacher)[0]
+
+
+def test_missing_teacher_information_is_a_one_line_error():
+    batch, student, teacher = random_case()
+    with pytest.raises(ValueError, match="no log-normaliser at temperature 2.0"):
+        run_loss(ULD(ULDConfig(temperature=2.0, k=4)), batch, student, teacher, cache_k=5, temperatures=())
+    with pytest.raises(ValueError, match="needs the teacher's full logits"):
+        run_loss(ULD(ULDConfig(mode="exact")), batch, student, teacher, cache_k=5)
+
+
+def test_k_beyond_both_vocabularies_is_clipped():
+    batch, student, teacher = random_case()  # vocabularies 16 (student) and 24 (teacher)
+    full = full_sort_uld(batch, student, teacher).item()
+    for cache_k in (None, 24):
+        out = run_loss(ULD(ULDConfig(k=100)), batch, student, teacher, cache_k=cache_k)[0]
+        assert out["uld"].item() == pytest.approx(full, rel=1e-6)
 
 
 def test_identical_distributions_give_zero():
@@ -139,6 +190,12 @@ def test_config_and_contract():
         ULDConfig.from_dict({"topk": 7})
     with pytest.raises(ValueError, match="alignment"):
         ULDConfig(alignment="dtw")
+    with pytest.raises(ValueError, match=r"mode must be one of \('topk', 'exact'\), got 'full'"):
+        ULDConfig(mode="full")
     assert ULD.teacher_needs == "topk_logits" and ULD.topk_needed == 100
-    assert ULD(ULDConfig(k=20)).topk_needed == 20
+    topk = ULD(ULDConfig(k=20, temperature=2.0))
+    assert (topk.teacher_needs, topk.topk_needed, topk.teacher_temperatures) == ("topk_logits", 20, (2.0,))
+    exact = ULD(ULDConfig(mode="exact", temperature=2.0))
+    assert (exact.teacher_needs, exact.topk_needed, exact.teacher_temperatures) == ("full_logits", 0, ())
+    assert ULDConfig(mode="exact").to_dict()["mode"] == "exact"  # recorded with the method config
     assert ULDConfig().weight == 1.5 and ULDConfig().ce_weight == 1.0 and ULDConfig().alignment == "positional"

@@ -55,10 +55,21 @@ def test_canonical_tokens_of_real_tokenizers_spell_the_text(tokenizer_class, fol
     tokenizer = tokenizer_class.from_pretrained(TOKENIZERS / folder)
     text = "The quick brown fox can't jump over 3 lazy dogs in Zürich!\n  北京 naïve"
     canon = VocabInfo.from_tokenizer(tokenizer).canonicalizer()
-    tokens = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
     joined = "".join(canon(t) for t in tokens)
     # A character split across tokens comes back as surrogate-escaped fragments that rejoin to its bytes.
     assert joined.encode("utf-8", "surrogateescape").decode("utf-8").strip() == text  # SentencePiece adds a leading "▁"
+    assert [canon.text_of_id(i) for i in ids] == [canon(t) for t in tokens]  # ids read through the vocabulary
+
+
+def test_an_id_without_a_token_is_an_error():
+    canon = VocabInfo(vocab={"a": 0, "b": 2}, byte_level=False).canonicalizer()
+    assert canon.text_of_id(2) == "b"
+    with pytest.raises(ValueError, match="token id 1 has no token in this vocabulary of 3 ids"):
+        canon.text_of_id(1)
+    with pytest.raises(ValueError, match="token id 3 has no token"):
+        canon.text_of_id(3)
 
 
 # --- matching rules ---------------------------------------------------------------------------------------------
