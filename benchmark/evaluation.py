@@ -45,6 +45,11 @@ def _newline_ids(key: _TokenizerKey) -> tuple[int, ...]:
     return tuple(i for i, text in enumerate(texts) if "\n" in text)
 
 
+def clean_prediction(text: str) -> str:
+    """A decoded continuation as it is scored: the text before its first newline, stripped."""
+    return text.split("\n", 1)[0].strip()
+
+
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     ids = set(newline_token_ids(tokenizer))
     for source in (getattr(model, "generation_config", None), tokenizer):
@@ -92,7 +97,7 @@ def generate(
             for row, index in enumerate(chunk):
                 tokens = _until_stop(continuation[row].tolist(), set(stops))
                 generated_tokens += len(tokens)
-                outputs[index] = tokenizer.decode(tokens, skip_special_tokens=True).split("\n", 1)[0].strip()
+                outputs[index] = clean_prediction(tokenizer.decode(tokens, skip_special_tokens=True))
     finally:
         tokenizer.padding_side = previous_side
         model.train(was_training)
