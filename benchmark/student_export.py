@@ -1,0 +1,172 @@
+"""Students as Hugging Face models: a model card from a finished cell, and ``run_bench.py export-student CELL OUT``.
+
+A cell run with ``--save-students`` holds ``student/`` (``save_pretrained`` of the trained model and its tokenizer,
+with the generation config it was evaluated with: EOS and pad ids, extra stop tokens included). The card is built
+from the cell's files only (``config.json``, ``run.json``, ``metrics.json``), so it can be written any time after
+the cell finished, by the run itself or later.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from benchmark.cli import UsageError
+from benchmark.results import read_json
+from tasks.registry import load_tasks
+
+STUDENT_DIR = "student"  # inside a cell, where --save-students puts the model
+CARD = "README.md"
+REFERENCE_ROWS = ("teacher", "untrained")
+PIPELINE_TAG = {"qa": "question-answering", "summarization": "summarization"}
+
+Intervals = Mapping[str, tuple[float, float]]  # metric key -> (low, high), e.g. a 95% bootstrap interval
+
+
+class CellError(ValueError):
+    """A cell that cannot give a student: unfinished, a reference row, or run without --save-students."""
+
+
+def saved_student(cell_dir: Path) -> Path:
+    """The ``student/`` folder of a finished trained cell; a one-line :class:`CellError` otherwise."""
+    cell_dir = Path(cell_dir)
+    if not (cell_dir / "config.json").is_file():
+        raise CellError(f"{cell_dir} is not a cell directory (no config.json); expected runs/<task>/<pair>/<method>/seed<k>")
+    if not (cell_dir / "DONE").is_file():
+        raise CellError(f"cell {cell_dir} is not finished (no DONE); run it to the end first")
+    method = read_json(cell_dir / "config.json")["config"]["method"]
+    if method in REFERENCE_ROWS:
+        raise CellError(f"cell {cell_dir} is the {method!r} reference row: it trains no student")
+    student = cell_dir / STUDENT_DIR
+    if not (student / "config.json").is_file():
+        raise CellError(f"cell {cell_dir} has no saved student: re-run it with --save-students --force")
+    return student
+
+
+def model_card(cell_dir: Path, intervals: Intervals | None = None) -> str:
+    """The model card (Markdown with Hugging Face YAML metadata) of the student trained in ``cell_dir``.
+
+    ``intervals`` adds an interval column to the score table for the metrics it names.
+    """
+    cell_dir = Path(cell_dir)
+    config_file = read_json(cell_dir / "config.json")
+    config, config_hash = config_file["config"], config_file["hash"]
+    run, metrics = read_json(cell_dir / "run.json"), read_json(cell_dir / "metrics.json")
+    task = load_tasks().get(config["task"])
+    intervals = intervals or {}
+    n_eval = int(run.get("eval", {}).get("n_examples", 0))
+    title = f"{config['method']} student on {config['task']} ({config['pair']}, seed {config['seed']})"
+    metadata = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "tags": ["ctkd-bench", "knowledge-distillation", "cross-tokenizer", config["method"], config["task"]],
+        "model-index": [{"name": title, "results": [{
+            "task": {"type": PIPELINE_TAG[task.kind], "name": task.kind},
+            "dataset": {"type": task.name, "name": task.name, "split": "test"},
+            "metrics": [{"type": key, "name": key, "value": value} for key, value in sorted(metrics.items())],
+        }]}],
+    }
+    prompt = config["eval_prompt"]
+    commit = f"{run.get('git_commit')}" + (" (uncommitted changes)" if run.get("git_dirty") else "")
+    facts = [
+        ("method", f"`{config['method']}`" + _method_settings(config)),
+        ("pair (teacher → student)", f"`{config['pair']}`"),
+        ("task", f"`{config['task']}`, headline metric `{task.metric}`"),
+        ("budget", f"`{run.get('budget')}`: {_budget_summary(run, config)}"),
+        ("seed", str(config["seed"])),
+        ("prompt", f"{prompt['style']}, {prompt['shots']} shots, at most {prompt['max_prompt_tokens']} tokens "
+                   f"(prompt version {prompt['version']})"),
+        ("decoding", f"greedy, at most {config['max_new_tokens']} new tokens, cut at the first newline or EOS"),
+        ("commit", f"`{commit}`"),
+        ("config hash", f"`{config_hash}`"),
+    ]
+    lines = ["---", yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
+             f"# {title}", "",
+             f"A student model trained and evaluated by CTKD-Bench, a benchmark for cross-tokenizer knowledge "
+             f"distillation. Everything below is read from its result cell `{_cell_path(config)}`.", "",
+             "| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in facts), "",
+             f"## Scores (test split, {n_eval} examples, ×100)", ""]
+    lines += _score_table(metrics, intervals, task.metric)
+    lines += ["", "## Use", "", "```python",
+              "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+              'tokenizer = AutoTokenizer.from_pretrained("<this folder>")',
+              'model = AutoModelForCausalLM.from_pretrained("<this folder>")',
+              "```", "",
+              "The generation config holds the EOS ids the benchmark stopped at; the benchmark also cut each answer "
+              "at its first newline. To re-score this model with lm-evaluation-harness on the same examples and "
+              "prompts:", "", "```bash",
+              f"python run_bench.py export-lm-eval lm_eval_tasks --like-cell {_cell_path(config)}",
+              f"lm_eval --model hf --model_args pretrained=<this folder> --tasks ctkd_{config['task']} "
+              "--include_path lm_eval_tasks --batch_size 8",
+              "```", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(cell_dir: Path, model_dir: Path, intervals: Intervals | None = None) -> Path:
+    """Write ``model_dir/README.md`` for the student of ``cell_dir``; returns its path."""
+    path = Path(model_dir) / CARD
+    path.write_text(model_card(cell_dir, intervals), encoding="utf-8")
+    return path
+
+
+def export_student(cell_dir: Path, out_dir: Path, intervals: Intervals | None = None) -> Path:
+    """Copy the saved student of ``cell_dir`` into ``out_dir`` (new or empty) with its model card; returns
+    ``out_dir``, loadable with ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``."""
+    student = saved_student(cell_dir)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise CellError(f"output folder {out_dir} is not empty; choose a new one")
+    shutil.copytree(student, out_dir, dirs_exist_ok=True)
+    write_model_card(cell_dir, out_dir, intervals)
+    return out_dir
+
+
+def _cell_path(config: Mapping[str, Any]) -> str:
+    return f"<runs>/{config['task']}/{config['pair']}/{config['method']}/seed{config['seed']}"
+
+
+def _method_settings(config: Mapping[str, Any]) -> str:
+    settings = config.get("method_config") or {}
+    return " (" + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())) + ")" if settings else " (defaults)"
+
+
+def _budget_summary(run: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    train = config.get("train", {})
+    limit_train = config.get("limit_train")
+    return (f"{'all' if limit_train is None else limit_train} training examples, {train.get('epochs')} epoch(s), "
+            f"lr {train.get('learning_rate')}, batch {train.get('batch_size')}×{train.get('grad_accum')}, "
+            f"teacher {config.get('teacher_prep')}")
+
+
+def _score_table(metrics: Mapping[str, float], intervals: Intervals, headline: str) -> list[str]:
+    with_intervals = any(key in intervals for key in metrics)
+    header = ["| metric | value |" + (" interval |" if with_intervals else ""),
+              "|---|---:|" + ("---|" if with_intervals else "")]
+    rows = []
+    for key in sorted(metrics, key=lambda k: (k != headline, k)):
+        name = f"**{key}**" if key == headline else key
+        row = f"| {name} | {metrics[key]:.2f} |"
+        if with_intervals:
+            low_high = intervals.get(key)
+            row += f" [{low_high[0]:.2f}, {low_high[1]:.2f}] |" if low_high else " – |"
+        rows.append(row)
+    return header + rows
+
+
+# -- command line (mounted by benchmark.cli as `export-student`) ------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cell_dir", type=Path, help="a finished cell run with --save-students: runs/<task>/<pair>/<method>/seed<k>")
+    parser.add_argument("out_dir", type=Path, help="new (or empty) folder for the Hugging Face model and its card")
+
+
+def main(args: argparse.Namespace, log: Any = print) -> int:
+    """Export as the parsed ``args`` say; a bad cell or folder raises :class:`benchmark.cli.UsageError`."""
+    try:
+        out = export_student(args.cell_dir, args.out_dir)
+    except CellError as error:
+        raise UsageError(str(error)) from None
+    log(f"wrote {out} (load with AutoModelForCausalLM.from_pretrained / AutoTokenizer.from_pretrained)")
+    return 0
