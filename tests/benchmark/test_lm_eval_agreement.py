@@ -12,16 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from benchmark.collate import ViewEncoder
 from benchmark.evaluation import clean_prediction, evaluate
 from benchmark.lm_eval_export import LmEvalSettings, export_lm_eval
-from benchmark.models import ModelSpec, build_tiny, load_model
+from benchmark.models import ModelSpec, load_model
 from benchmark.prompting import PromptFormat
 from benchmark.runner import subset
 from tasks import load as load_task
 from tasks.registry import default_data_dir
+from tests.benchmark.students import varied_tiny_student
 
 pytest.importorskip("lm_eval", reason='lm-eval is not installed: pip install -e ".[lmeval]"')
 
@@ -35,19 +35,8 @@ FORMAT = PromptFormat("plain", 0, max_prompt_tokens=256)  # the smoke budget's s
 
 
 def save_random_student(folder: Path) -> Path:
-    """A tiny random Llama on the GPT-2 tokenizer, saved as --save-students saves a student.
-
-    With the default init (std 0.02) greedy decoding repeats the prompt's last token whatever the prompt, so any
-    two harnesses would agree; weight matrices redrawn (embeddings at std 0.02, the others at std 0.2) make every
-    prompt continue differently.
-    """
-    model, tokenizer = build_tiny("gpt2", seed=2)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, weight in model.named_parameters():
-            if weight.dim() >= 2:
-                std = 0.02 if "embed" in name else 0.2
-                weight.copy_(torch.randn(weight.shape, generator=generator) * std)
+    """A tiny student with prompt-dependent answers, saved as --save-students saves a student."""
+    model, tokenizer = varied_tiny_student()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
