@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark.collate import ViewEncoder
+from benchmark.context import subset
 from benchmark.evaluation import clean_prediction
 from benchmark.prompting import PromptFormat
-from benchmark.runner import subset
 from tasks import load as load_task
 from tasks.base import examples_to_hf
 from tasks.registry import load_tasks

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from benchmark.collate import ViewEncoder
+from benchmark.context import subset
 from benchmark.evaluation import clean_prediction, evaluate
 from benchmark.lm_eval_export import LmEvalSettings, export_lm_eval
 from benchmark.models import ModelSpec, load_model
+from benchmark.paths import default_data_dir
 from benchmark.prompting import PromptFormat
-from benchmark.runner import subset
 from tasks import load as load_task
-from tasks.registry import default_data_dir
 from tests.benchmark.students import varied_tiny_student
 
 pytest.importorskip("lm_eval", reason='lm-eval is not installed: pip install -e ".[lmeval]"')

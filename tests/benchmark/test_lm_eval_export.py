@@ -3,22 +3,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from benchmark import lm_eval_export
-from benchmark.budgets import BUDGETS
 from benchmark.cli import UsageError
+from benchmark.cli import main as cli_main
 from benchmark.collate import ViewEncoder
-from benchmark.lm_eval_export import LmEvalSettings, export_lm_eval
+from benchmark.commands import export_lm_eval as command
+from benchmark.config import budget_settings
+from benchmark.context import subset
+from benchmark.lm_eval_export import CellConfigError, LmEvalSettings, export_lm_eval
 from benchmark.lm_eval_hooks import load_dataset, process_results
 from benchmark.models import load_family_tokenizer
+from benchmark.paths import default_data_dir
 from benchmark.prompting import PROMPT_VERSION, PromptFormat
-from benchmark.runner import subset
 from tasks import load as load_task
-from tasks.registry import default_data_dir
 
 DATA_DIR = default_data_dir()
 needs_data = pytest.mark.skipif(DATA_DIR is None, reason="task data not found (set CTKD_DATA_DIR or provide ../shared/data)")
@@ -37,7 +39,7 @@ def read_task(path: Path) -> dict:
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    lm_eval_export.add_arguments(parser)
+    command.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -64,41 +66,51 @@ def test_export_writes_one_task_per_name_with_our_settings(tmp_path: Path) -> No
 
 
 def test_settings_from_a_budget_and_from_a_cell(tmp_path: Path) -> None:
-    smoke = LmEvalSettings.from_budget(BUDGETS["smoke"])
+    smoke = LmEvalSettings.from_settings(budget_settings("smoke"))
     assert smoke == LmEvalSettings(PromptFormat("plain", 0, 0, 256), limit_eval=16, max_new_tokens=None)
-    assert LmEvalSettings.from_budget(BUDGETS["paper"]) == LmEvalSettings(PromptFormat("plain", 0, 0, 1024), None, 150)
-    assert smoke.replace(shots=3, limit_eval=None, max_new_tokens=9) == LmEvalSettings(
-        PromptFormat("plain", 3, 0, 256), limit_eval=16, max_new_tokens=9)  # None leaves a field as it is
+    paper = LmEvalSettings.from_settings(budget_settings("paper"))
+    assert paper == LmEvalSettings(PromptFormat("plain", 0, 0, 1024), limit_eval=None, max_new_tokens=150)
     prompt = {"style": "plain", "shots": 1, "shot_seed": 0, "max_prompt_tokens": 200, "version": PROMPT_VERSION}
-    config = {"task": "dialogsum", "eval_prompt": prompt, "limit_eval": 8, "max_new_tokens": 64}
-    (tmp_path / "config.json").write_text(json.dumps({"hash": "h", "config": config}))
+    config = {"cell": {"task": "dialogsum", "pair": "p", "method": "sft", "seed": 1}, "eval_prompt": prompt,
+              "eval": {"limit_eval": 8, "max_new_tokens": 64}}
+    (tmp_path / "config.json").write_text(json.dumps({"format": 2, "hash": "h", "config": config}))
     assert LmEvalSettings.from_cell(tmp_path) == ("dialogsum", LmEvalSettings(PromptFormat("plain", 1, 0, 200), 8, 64))
     config["eval_prompt"] = {**prompt, "version": PROMPT_VERSION + 1}
-    (tmp_path / "config.json").write_text(json.dumps({"hash": "h", "config": config}))
-    with pytest.raises(UsageError, match=f"prompt version {PROMPT_VERSION + 1} was used there"):
+    (tmp_path / "config.json").write_text(json.dumps({"format": 2, "hash": "h", "config": config}))
+    with pytest.raises(CellConfigError, match=f"its prompts are version {PROMPT_VERSION + 1}"):
         LmEvalSettings.from_cell(tmp_path)
-    with pytest.raises(UsageError, match="no config.json"):
+    with pytest.raises(CellConfigError, match="config.json is missing"):
         LmEvalSettings.from_cell(tmp_path / "nope")
 
 
 @needs_data
-def test_main_exports_and_rejects_bad_input(tmp_path: Path) -> None:
-    lines: list[str] = []
-    assert lm_eval_export.main(parse(str(tmp_path / "all"), "--budget", "small", "--limit-eval", "5"), lines.append) == 0
+def test_command_exports_and_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert command.main(parse(str(tmp_path / "all"), "--budget", "small", "--limit-eval", "5")) == 0
     names = sorted(p.name for p in (tmp_path / "all").glob("*.yaml"))
     assert names == [f"ctkd_{n}.yaml" for n in sorted(["qed", "squad", "fairytaleqa", "pubmedqa", "dialogsum"])]
     meta = read_task(tmp_path / "all" / "ctkd_squad.yaml")["metadata"]
     assert (meta["max_prompt_tokens"], meta["limit_eval"]) == (768, 5)
-    assert "--tasks ctkd --include_path" in lines[-1]
-    with pytest.raises(UsageError, match="--tasks: unknown task 'qedd'"):
-        lm_eval_export.main(parse(str(tmp_path / "x"), "--tasks", "qedd"))
-    with pytest.raises(UsageError, match="--data-dir '/nonexistent' is not a directory"):
-        lm_eval_export.main(parse(str(tmp_path / "x"), "--data-dir", "/nonexistent"))
-    with pytest.raises(UsageError, match="data directory for task 'qed' not found"):
-        lm_eval_export.main(parse(str(tmp_path / "x"), "--data-dir", str(tmp_path), "--tasks", "qed"))
-    with pytest.raises(UsageError, match="--like-cell takes the task and the budget from the cell"):
-        lm_eval_export.main(parse(str(tmp_path / "x"), "--like-cell", str(tmp_path), "--tasks", "qed"))
+    assert "--tasks ctkd --include_path" in capsys.readouterr().out
+    for argv, message in [
+        (["--tasks", "qedd"], "--tasks: unknown task 'qedd'"),
+        (["--limit-eval", "0"], "--limit-eval 0: expected a number > 0"),
+        (["--data-dir", str(tmp_path), "--tasks", "qed"], "data directory for task 'qed' not found"),
+        (["--like-cell", str(tmp_path), "--tasks", "qed"], "--like-cell takes the task, the prompt and the examples"),
+        (["--like-cell", str(tmp_path)], "--like-cell " + str(tmp_path / "config.json") + " is missing"),
+    ]:
+        with pytest.raises(UsageError, match=re.escape(message)):
+            command.main(parse(str(tmp_path / "x"), *argv))
     assert not (tmp_path / "x").exists()  # nothing is written on bad input
+
+
+@needs_data
+def test_export_lm_eval_is_a_run_bench_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    if "export-lm-eval" not in __import__("benchmark.cli", fromlist=["COMMANDS"]).COMMANDS:
+        pytest.skip("export-lm-eval is not mounted in benchmark.cli.COMMANDS yet")
+    assert cli_main(["export-lm-eval", str(tmp_path), "--tasks", "qed"]) == 0
+    assert (tmp_path / "ctkd_qed.yaml").is_file()
+    assert cli_main(["export-lm-eval", str(tmp_path), "--tasks", "nope"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 @needs_data
