@@ -1,4 +1,4 @@
-"""Students as Hugging Face models: a model card from a finished cell, and ``run_bench.py export-student CELL OUT``.
+"""Students as Hugging Face models: a model card from a finished cell, and its export (``run_bench.py export-student``).
 
 A cell run with ``--save-students`` holds ``student/`` (``save_pretrained`` of the trained model and its tokenizer,
 with the generation config it was evaluated with: EOS and pad ids, extra stop tokens included). The card is built
@@ -7,21 +7,19 @@ the cell finished, by the run itself or later.
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from benchmark.cli import UsageError
-from benchmark.results import read_json
+from benchmark.files import read_json
+from benchmark.store import REFERENCE_METHODS, CellKey, Store
+from tasks.base import QATask
 from tasks.registry import load_tasks
 
-STUDENT_DIR = "student"  # inside a cell, where --save-students puts the model
+STUDENT_DIR = "student"  # inside a cell, where --save-students puts the model (benchmark.store.Cell.student_dir)
 CARD = "README.md"
-REFERENCE_ROWS = ("teacher", "untrained")
-PIPELINE_TAG = {"qa": "question-answering", "summarization": "summarization"}
 
 Intervals = Mapping[str, tuple[float, float]]  # metric key -> (low, high), e.g. a 95% bootstrap interval
 
@@ -37,8 +35,8 @@ def saved_student(cell_dir: Path) -> Path:
         raise CellError(f"{cell_dir} is not a cell directory (no config.json); expected runs/<task>/<pair>/<method>/seed<k>")
     if not (cell_dir / "DONE").is_file():
         raise CellError(f"cell {cell_dir} is not finished (no DONE); run it to the end first")
-    method = read_json(cell_dir / "config.json")["config"]["method"]
-    if method in REFERENCE_ROWS:
+    method = read_json(cell_dir / "config.json", CellError)["config"]["cell"]["method"]
+    if method in REFERENCE_METHODS:
         raise CellError(f"cell {cell_dir} is the {method!r} reference row: it trains no student")
     student = cell_dir / STUDENT_DIR
     if not (student / "config.json").is_file():
@@ -46,50 +44,74 @@ def saved_student(cell_dir: Path) -> Path:
     return student
 
 
+def cell_intervals(cell_dir: Path, level: float | None = None) -> Intervals:
+    """Each metric's interval for this one cell, as the leaderboard computes intervals: its bootstrap over the
+    cell's evaluation examples (examples that share a source resampled together), with the cell's single seed;
+    ``level`` defaults to the leaderboard's (95 %). Empty when the cell has no per-example scores."""
+    import numpy as np
+
+    from leaderboards.stats import BootstrapConfig, bootstrap_means, draw_clusters, generator, percentile_interval
+
+    cell_dir = Path(cell_dir)
+    if not (cell_dir / "predictions.jsonl").is_file():
+        return {}
+    key = CellKey(**read_json(cell_dir / "config.json", CellError)["config"]["cell"])
+    records = Store(cell_dir.parents[3]).cell(key).predictions()
+    metrics = sorted(read_json(cell_dir / "metrics.json", CellError))
+    values = np.array([[[record[metric] for record in records]] for metric in metrics], dtype=np.float64)  # [q, 1, n]
+    _, codes = np.unique([str(record.get("cluster") or record["id"]) for record in records], return_inverse=True)
+    config = BootstrapConfig() if level is None else BootstrapConfig(level=level)
+    draws = draw_clusters(generator(config, key.task, key.pair, "clusters"), int(codes.max()) + 1, config.resamples)
+    low, high = percentile_interval(bootstrap_means(values, codes, draws, None).draws, config.level)
+    return {metric: (float(lo), float(hi)) for metric, lo, hi in zip(metrics, low, high)}
+
+
 def model_card(cell_dir: Path, intervals: Intervals | None = None) -> str:
     """The model card (Markdown with Hugging Face YAML metadata) of the student trained in ``cell_dir``.
 
-    ``intervals`` adds an interval column to the score table for the metrics it names.
+    The score table has an interval column: ``intervals`` when given, else :func:`cell_intervals`.
     """
     cell_dir = Path(cell_dir)
-    config_file = read_json(cell_dir / "config.json")
+    config_file = read_json(cell_dir / "config.json", CellError)
     config, config_hash = config_file["config"], config_file["hash"]
-    run, metrics = read_json(cell_dir / "run.json"), read_json(cell_dir / "metrics.json")
-    task = load_tasks().get(config["task"])
-    intervals = intervals or {}
+    run, metrics = read_json(cell_dir / "run.json", CellError), read_json(cell_dir / "metrics.json", CellError)
+    cell = config["cell"]
+    task = load_tasks().get(cell["task"])
+    task_type = "question-answering" if issubclass(task, QATask) else "summarization"
     n_eval = int(run.get("eval", {}).get("n_examples", 0))
-    title = f"{config['method']} student on {config['task']} ({config['pair']}, seed {config['seed']})"
+    title = f"{cell['method']} student on {cell['task']} ({cell['pair']}, seed {cell['seed']})"
     metadata = {
         "library_name": "transformers",
         "pipeline_tag": "text-generation",
-        "tags": ["ctkd-bench", "knowledge-distillation", "cross-tokenizer", config["method"], config["task"]],
+        "tags": ["ctkd-bench", "knowledge-distillation", "cross-tokenizer", cell["method"], cell["task"]],
         "model-index": [{"name": title, "results": [{
-            "task": {"type": PIPELINE_TAG[task.kind], "name": task.kind},
+            "task": {"type": task_type, "name": task_type},
             "dataset": {"type": task.name, "name": task.name, "split": "test"},
             "metrics": [{"type": key, "name": key, "value": value} for key, value in sorted(metrics.items())],
         }]}],
     }
     prompt = config["eval_prompt"]
     commit = f"{run.get('git_commit')}" + (" (uncommitted changes)" if run.get("git_dirty") else "")
+    cell_path = f"<runs>/{cell['task']}/{cell['pair']}/{cell['method']}/seed{cell['seed']}"
     facts = [
-        ("method", f"`{config['method']}`" + _method_settings(config)),
-        ("pair (teacher → student)", f"`{config['pair']}`"),
-        ("task", f"`{config['task']}`, headline metric `{task.metric}`"),
-        ("budget", f"`{run.get('budget')}`: {_budget_summary(run, config)}"),
-        ("seed", str(config["seed"])),
+        ("method", f"`{cell['method']}`" + _method_settings(config)),
+        ("pair (teacher → student)", f"`{cell['pair']}`"),
+        ("task", f"`{cell['task']}`, headline metric `{task.metric}`"),
+        ("budget", f"`{run.get('budget')}`: {_budget_summary(config)}"),
+        ("seed", str(cell["seed"])),
         ("prompt", f"{prompt['style']}, {prompt['shots']} shots, at most {prompt['max_prompt_tokens']} tokens "
                    f"(prompt version {prompt['version']})"),
-        ("decoding", f"greedy, at most {config['max_new_tokens']} new tokens, cut at the first newline or EOS"),
+        ("decoding", f"greedy, at most {config['eval']['max_new_tokens']} new tokens, cut at the first newline or EOS"),
         ("commit", f"`{commit}`"),
         ("config hash", f"`{config_hash}`"),
     ]
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
              f"# {title}", "",
-             f"A student model trained and evaluated by CTKD-Bench, a benchmark for cross-tokenizer knowledge "
-             f"distillation. Everything below is read from its result cell `{_cell_path(config)}`.", "",
+             "A student model trained and evaluated by CTKD-Bench, a benchmark for cross-tokenizer knowledge "
+             f"distillation. Everything below is read from its result cell `{cell_path}`.", "",
              "| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in facts), "",
              f"## Scores (test split, {n_eval} examples, ×100)", ""]
-    lines += _score_table(metrics, intervals, task.metric)
+    lines += _score_table(metrics, cell_intervals(cell_dir) if intervals is None else intervals, task.metric)
     lines += ["", "## Use", "", "```python",
               "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
               'tokenizer = AutoTokenizer.from_pretrained("<this folder>")',
@@ -98,8 +120,8 @@ def model_card(cell_dir: Path, intervals: Intervals | None = None) -> str:
               "The generation config holds the EOS ids the benchmark stopped at; the benchmark also cut each answer "
               "at its first newline. To re-score this model with lm-evaluation-harness on the same examples and "
               "prompts:", "", "```bash",
-              f"python run_bench.py export-lm-eval lm_eval_tasks --like-cell {_cell_path(config)}",
-              f"lm_eval --model hf --model_args pretrained=<this folder> --tasks ctkd_{config['task']} "
+              f"python run_bench.py export-lm-eval lm_eval_tasks --like-cell {cell_path}",
+              f"lm_eval --model hf --model_args pretrained=<this folder> --tasks ctkd_{cell['task']} "
               "--include_path lm_eval_tasks --batch_size 8",
               "```", ""]
     return "\n".join(lines)
@@ -124,21 +146,16 @@ def export_student(cell_dir: Path, out_dir: Path, intervals: Intervals | None = 
     return out_dir
 
 
-def _cell_path(config: Mapping[str, Any]) -> str:
-    return f"<runs>/{config['task']}/{config['pair']}/{config['method']}/seed{config['seed']}"
-
-
 def _method_settings(config: Mapping[str, Any]) -> str:
-    settings = config.get("method_config") or {}
+    settings = config.get("method", {}).get("config") or {}
     return " (" + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())) + ")" if settings else " (defaults)"
 
 
-def _budget_summary(run: Mapping[str, Any], config: Mapping[str, Any]) -> str:
-    train = config.get("train", {})
-    limit_train = config.get("limit_train")
-    return (f"{'all' if limit_train is None else limit_train} training examples, {train.get('epochs')} epoch(s), "
+def _budget_summary(config: Mapping[str, Any]) -> str:
+    train, limit_train = config.get("train", {}), config.get("train_data", {}).get("limit_train")
+    return (f"{'all' if limit_train is None else limit_train} training examples, {train.get('epochs')} epochs, "
             f"lr {train.get('learning_rate')}, batch {train.get('batch_size')}×{train.get('grad_accum')}, "
-            f"teacher {config.get('teacher_prep')}")
+            f"teacher {config.get('teacher', {}).get('teacher_prep')}")
 
 
 def _score_table(metrics: Mapping[str, float], intervals: Intervals, headline: str) -> list[str]:
@@ -154,19 +171,3 @@ def _score_table(metrics: Mapping[str, float], intervals: Intervals, headline: s
             row += f" [{low_high[0]:.2f}, {low_high[1]:.2f}] |" if low_high else " – |"
         rows.append(row)
     return header + rows
-
-
-# -- command line (mounted by benchmark.cli as `export-student`) ------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cell_dir", type=Path, help="a finished cell run with --save-students: runs/<task>/<pair>/<method>/seed<k>")
-    parser.add_argument("out_dir", type=Path, help="new (or empty) folder for the Hugging Face model and its card")
-
-
-def main(args: argparse.Namespace, log: Any = print) -> int:
-    """Export as the parsed ``args`` say; a bad cell or folder raises :class:`benchmark.cli.UsageError`."""
-    try:
-        out = export_student(args.cell_dir, args.out_dir)
-    except CellError as error:
-        raise UsageError(str(error)) from None
-    log(f"wrote {out} (load with AutoModelForCausalLM.from_pretrained / AutoTokenizer.from_pretrained)")
-    return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import json
 from pathlib import Path
 
@@ -11,18 +12,20 @@ import pytest
 import torch
 import yaml
 
-from benchmark import student_export
 from benchmark.cli import UsageError
 from benchmark.cli import main as cli_main
 from benchmark.collate import ViewEncoder
+from benchmark.commands import export_student as command
+from benchmark.context import subset
 from benchmark.evaluation import evaluate, stop_token_ids
 from benchmark.models import OFFLINE_MODELS, TINY_FAMILIES, ModelSpec, build_tiny, load_model
 from benchmark.pairs import SMOLLM2
+from benchmark.paths import default_data_dir
 from benchmark.prompting import PromptFormat
-from benchmark.runner import subset
-from benchmark.student_export import CellError, export_student, model_card, saved_student, write_model_card
+from benchmark.store import scan_store
+from benchmark.student_export import (CellError, cell_intervals, export_student, model_card, saved_student,
+                                        write_model_card)
 from tasks import load as load_task
-from tasks.registry import default_data_dir
 
 SAMPLE = "Context: Zürich lies on a lake.\nQuestion: where does Zürich lie?\nAnswer: on a lake 😀"
 DATA_DIR = default_data_dir()
@@ -73,13 +76,16 @@ def test_gguf_derived_smollm2_student_reloads_with_auto_classes(tmp_path: Path) 
 
 # -- the model card and the export of a finished cell --------------------------------------------------------------
 def fake_cell(root: Path, method: str = "uld", done: bool = True, student: bool = True) -> Path:
+    """A cell directory as the store writes it (config.json format 2), with a stand-in saved student."""
     cell = root / "qed" / "tiny-qwen2-to-gpt2" / method / "seed3"
     cell.mkdir(parents=True)
-    config = {"task": "qed", "pair": "tiny-qwen2-to-gpt2", "method": method, "seed": 3, "limit_eval": 16,
-              "max_new_tokens": 32, "limit_train": 8, "teacher_prep": "as-is", "method_config": {"alpha": 0.5},
+    config = {"cell": {"task": "qed", "pair": "tiny-qwen2-to-gpt2", "method": method, "seed": 3},
+              "eval": {"limit_eval": 16, "max_new_tokens": 32},
               "eval_prompt": {"style": "plain", "shots": 0, "shot_seed": 0, "max_prompt_tokens": 256, "version": 1},
-              "train": {"epochs": 1, "learning_rate": 1e-4, "batch_size": 4, "grad_accum": 2}}
-    (cell / "config.json").write_text(json.dumps({"hash": "c0ffee" * 10 + "abcd", "config": config}))
+              "method": {"config": {"alpha": 0.5}, "teacher_needs": "topk_logits"},
+              "train": {"epochs": 1.0, "learning_rate": 1e-4, "batch_size": 4, "grad_accum": 2},
+              "train_data": {"limit_train": 8}, "teacher": {"teacher_prep": "as-is"}}
+    (cell / "config.json").write_text(json.dumps({"format": 2, "hash": "c0ffee" * 10 + "abcd", "config": config}))
     (cell / "run.json").write_text(json.dumps({"budget": "smoke", "git_commit": "1234abc", "git_dirty": True,
                                                "eval": {"n_examples": 16.0}}))
     (cell / "metrics.json").write_text(json.dumps({"f1": 41.256, "exact_match": 25.0}))
@@ -99,7 +105,7 @@ def front_matter(card: str) -> dict:
 
 def test_model_card_states_the_cell_and_its_scores(tmp_path: Path) -> None:
     card = model_card(fake_cell(tmp_path))
-    for fact in ("`uld` (alpha=0.5)", "`tiny-qwen2-to-gpt2`", "`qed`, headline metric `f1`", "`smoke`: 8 training",
+    for fact in ("`uld` (alpha=0.5)", "`tiny-qwen2-to-gpt2`", "`qed`, headline metric `f1`", "`smoke`: 8 training examples, 1.0 epochs, lr 0.0001, batch 4×2, teacher as-is",
                  "| seed | 3 |", "`1234abc (uncommitted changes)`", "`" + "c0ffee" * 10 + "abcd`",
                  "plain, 0 shots, at most 256 tokens", "at most 32 new tokens", "16 examples",
                  "| **f1** | 41.26 |", "| exact_match | 25.00 |", "--tasks ctkd_qed"):
@@ -113,6 +119,32 @@ def test_model_card_states_the_cell_and_its_scores(tmp_path: Path) -> None:
     with_intervals = model_card(fake_cell(tmp_path / "b"), {"f1": (30.0, 52.5)})
     assert "| metric | value | interval |" in with_intervals
     assert "| **f1** | 41.26 | [30.00, 52.50] |" in with_intervals and "| exact_match | 25.00 | – |" in with_intervals
+
+
+def write_predictions(cell: Path, f1: list[float], clusters: list[str]) -> None:
+    rows = [{"id": str(i), "cluster": c, "prediction": "p", "references": ["r"], "f1": v, "exact_match": 0.0}
+            for i, (v, c) in enumerate(zip(f1, clusters))]
+    (cell / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (cell / "metrics.json").write_text(json.dumps({"f1": sum(f1) / len(f1), "exact_match": 0.0}))
+
+
+def test_cell_intervals_from_the_cells_per_example_scores(tmp_path: Path) -> None:
+    cell = fake_cell(tmp_path)
+    assert cell_intervals(cell) == {}  # no per-example scores: no intervals
+    f1 = [0.0, 100.0, 50.0, 100.0, 0.0, 100.0, 100.0, 50.0]
+    write_predictions(cell, f1, [f"c{i}" for i in range(8)])
+    intervals = cell_intervals(cell)
+    low, high = intervals["f1"]
+    assert low < sum(f1) / 8 < high and 0.0 <= low and high <= 100.0
+    assert intervals["exact_match"] == (0.0, 0.0)  # nothing varies
+    assert cell_intervals(cell) == intervals  # fixed seed: the same interval every time
+    assert cell_intervals(cell, level=0.6)["f1"][1] < high  # a lower level, a narrower interval
+    # Two sources, one scoring 25 and one 100 on average: far less sure than eight independent examples.
+    write_predictions(cell, f1, ["a", "b", "a", "b", "a", "b", "b", "a"])
+    clustered = cell_intervals(cell)["f1"]
+    assert clustered[1] - clustered[0] > high - low
+    card = model_card(cell)
+    assert "| metric | value | interval |" in card and f"| **f1** | 62.50 | [{clustered[0]:.2f}, {clustered[1]:.2f}] |" in card
 
 
 def test_export_student_copies_the_model_and_writes_the_card(tmp_path: Path) -> None:
@@ -132,11 +164,11 @@ def test_export_student_copies_the_model_and_writes_the_card(tmp_path: Path) -> 
 ])
 def test_cells_without_a_student_are_one_line_errors(tmp_path: Path, kwargs: dict, message: str) -> None:
     cell = fake_cell(tmp_path, **kwargs)
-    with pytest.raises(CellError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(CellError, match=re.escape(message)):
         saved_student(cell)
     args = argparse.Namespace(cell_dir=cell, out_dir=tmp_path / "out")
     with pytest.raises(UsageError) as info:
-        student_export.main(args)
+        command.main(args)
     assert len(str(info.value).splitlines()) == 1 and not (tmp_path / "out").exists()
     with pytest.raises(CellError, match="is not a cell directory"):
         saved_student(tmp_path)
@@ -147,9 +179,9 @@ def test_cells_without_a_student_are_one_line_errors(tmp_path: Path, kwargs: dic
 def test_a_student_saved_by_the_cli_reproduces_its_cell(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    assert cli_main(["--methods", "sft", "--pairs", "tiny-qwen2-to-gpt2", "--tasks", "qed", "--limit-train", "4",
-                     "--limit-eval", "6", "--max-new-tokens", "8", "--save-students", "--no-leaderboard",
-                     "--output", str(tmp_path / "runs")]) == 0
+    assert cli_main(["--methods", "sft", "--pairs", "tiny-qwen2-to-gpt2", "--tasks", "qed", "--budget", "smoke",
+                     "--limit-train", "4", "--limit-eval", "6", "--max-new-tokens", "8", "--save-students",
+                     "--no-leaderboard", "--output", str(tmp_path / "runs")]) == 0
     cell = tmp_path / "runs" / "qed" / "tiny-qwen2-to-gpt2" / "sft" / "seed1"
     out = export_student(cell, tmp_path / "hf")
     AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
@@ -158,9 +190,16 @@ def test_a_student_saved_by_the_cli_reproduces_its_cell(tmp_path: Path) -> None:
     config = json.loads((cell / "config.json").read_text())["config"]
     prompt = {k: v for k, v in config["eval_prompt"].items() if k != "version"}
     encoder = ViewEncoder(task, tokenizer, PromptFormat(**prompt), task.load("train"), max_answer_tokens=64)
-    result = evaluate(model, encoder, subset(task.load("test"), config["limit_eval"]), config["max_new_tokens"], 8)
+    examples = subset(task.load("test"), config["eval"]["limit_eval"])
+    result = evaluate(model, encoder, examples, config["eval"]["max_new_tokens"], 8)
     stored = [json.loads(line) for line in (cell / "predictions.jsonl").read_text().splitlines()]
     assert [(r["id"], r["prediction"]) for r in result.predictions] == [(r["id"], r["prediction"]) for r in stored]
     card = (out / "README.md").read_text()
     assert "sft student on qed (tiny-qwen2-to-gpt2, seed 1)" in card
     assert json.loads((cell / "config.json").read_text())["hash"] in card
+    # The card's interval is the leaderboard's for this one-seed cell.
+    from leaderboards.analysis import analyze
+
+    stats = {(c.method, c.metric): c for c in analyze(scan_store(tmp_path / "runs")).cells}
+    for metric, (low, high) in cell_intervals(cell).items():
+        assert (low, high) == pytest.approx((stats["sft", metric].ci_low, stats["sft", metric].ci_high))
