@@ -78,7 +78,7 @@ def generate(
     device = next(model.parameters()).device
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"] if prompts else []
     order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]), reverse=True)
     outputs: list[str] = [""] * len(prompts)
     generated_tokens = 0

@@ -42,6 +42,7 @@ def test_batches_hold_prompts_of_similar_token_count_and_outputs_keep_input_orde
     one_by_one = [generate(model, tokenizer, [p], max_new_tokens=6, batch_size=1)[0][0] for p in PROMPTS]
     assert batched == one_by_one and len(set(batched)) > 3  # prompt-dependent answers, each in its input slot
     assert 0 < generated <= 6 * len(PROMPTS)
+    assert generate(model, tokenizer, [], max_new_tokens=6, batch_size=2) == ([], 0)
 
 
 def test_generation_stops_at_a_newline_token() -> None:
