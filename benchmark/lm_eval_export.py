@@ -19,8 +19,8 @@ from typing import Sequence
 
 import yaml
 
+from benchmark.cell_files import read_cell_config
 from benchmark.config import Settings, budget_settings, default_budget_name
-from benchmark.files import read_json
 from benchmark.paths import resolve_data_dir
 from benchmark.prompting import PROMPT_VERSION, PromptFormat
 from tasks.base import Task
@@ -63,7 +63,7 @@ class LmEvalSettings:
     def from_cell(cls, cell_dir: Path) -> tuple[str, LmEvalSettings]:
         """``(task name, settings)`` of a cell, read from its ``config.json`` (the prompt the cell's model was
         evaluated with: the student's, or the teacher's in a teacher cell)."""
-        config = read_json(Path(cell_dir) / "config.json", CellConfigError)["config"]
+        config, _ = read_cell_config(cell_dir, CellConfigError)
         prompt = dict(config["eval_prompt"])
         version = prompt.pop("version")
         if version != PROMPT_VERSION:

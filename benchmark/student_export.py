@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from benchmark.cell_files import read_cell_config
 from benchmark.files import read_json
 from benchmark.store import REFERENCE_METHODS, CellKey, Store
 from tasks.base import QATask
@@ -35,7 +36,7 @@ def saved_student(cell_dir: Path) -> Path:
         raise CellError(f"{cell_dir} is not a cell directory (no config.json); expected runs/<task>/<pair>/<method>/seed<k>")
     if not (cell_dir / "DONE").is_file():
         raise CellError(f"cell {cell_dir} is not finished (no DONE); run it to the end first")
-    method = read_json(cell_dir / "config.json", CellError)["config"]["cell"]["method"]
+    method = read_cell_config(cell_dir, CellError)[0]["cell"]["method"]
     if method in REFERENCE_METHODS:
         raise CellError(f"cell {cell_dir} is the {method!r} reference row: it trains no student")
     student = cell_dir / STUDENT_DIR
@@ -55,7 +56,7 @@ def cell_intervals(cell_dir: Path, level: float | None = None) -> Intervals:
     cell_dir = Path(cell_dir)
     if not (cell_dir / "predictions.jsonl").is_file():
         return {}
-    key = CellKey(**read_json(cell_dir / "config.json", CellError)["config"]["cell"])
+    key = CellKey(**read_cell_config(cell_dir, CellError)[0]["cell"])
     records = Store(cell_dir.parents[3]).cell(key).predictions()
     metrics = sorted(read_json(cell_dir / "metrics.json", CellError))
     values = np.array([[[record[metric] for record in records]] for metric in metrics], dtype=np.float64)  # [q, 1, n]
@@ -72,8 +73,7 @@ def model_card(cell_dir: Path, intervals: Intervals | None = None) -> str:
     The score table has an interval column: ``intervals`` when given, else :func:`cell_intervals`.
     """
     cell_dir = Path(cell_dir)
-    config_file = read_json(cell_dir / "config.json", CellError)
-    config, config_hash = config_file["config"], config_file["hash"]
+    config, config_hash = read_cell_config(cell_dir, CellError)
     run, metrics = read_json(cell_dir / "run.json", CellError), read_json(cell_dir / "metrics.json", CellError)
     cell = config["cell"]
     task = load_tasks().get(cell["task"])

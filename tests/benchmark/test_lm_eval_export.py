@@ -81,6 +81,9 @@ def test_settings_from_a_budget_and_from_a_cell(tmp_path: Path) -> None:
         LmEvalSettings.from_cell(tmp_path)
     with pytest.raises(CellConfigError, match="config.json is missing"):
         LmEvalSettings.from_cell(tmp_path / "nope")
+    (tmp_path / "config.json").write_text(json.dumps({"hash": "h", "config": config}))  # a store before format 2
+    with pytest.raises(CellConfigError, match="is in store format 1, this code reads format 2; re-run the cell"):
+        LmEvalSettings.from_cell(tmp_path)
 
 
 @needs_data

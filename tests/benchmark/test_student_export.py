@@ -174,6 +174,14 @@ def test_cells_without_a_student_are_one_line_errors(tmp_path: Path, kwargs: dic
         saved_student(tmp_path)
 
 
+def test_a_cell_of_an_older_store_format_is_a_one_line_error(tmp_path: Path) -> None:
+    cell = fake_cell(tmp_path)
+    stored = json.loads((cell / "config.json").read_text())
+    (cell / "config.json").write_text(json.dumps({"hash": stored["hash"], "config": stored["config"]}))
+    with pytest.raises(CellError, match="is in store format 1, this code reads format 2; re-run the cell"):
+        saved_student(cell)
+
+
 @pytest.mark.slow
 @needs_data
 def test_a_student_saved_by_the_cli_reproduces_its_cell(tmp_path: Path) -> None:
