@@ -2,8 +2,8 @@
 
 A cell run with ``--save-students`` holds ``student/`` (``save_pretrained`` of the trained model and its tokenizer,
 with the generation config it was evaluated with: EOS and pad ids, extra stop tokens included). The card is built
-from the cell's files only (``config.json``, ``run.json``, ``metrics.json``), so it can be written any time after
-the cell finished, by the run itself or later.
+from the cell's files only (``config.json``, ``run.json``, ``metrics.json``, and ``predictions.jsonl`` for the
+intervals), so it can be written any time after the cell finished, by the run itself or later.
 """
 from __future__ import annotations
 
