@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("leaderboard", "re-render the leaderboards from a result store"),
     "data": ("data", "fetch the task data that is missing, verified against its release"),
     "plan": ("plan", "how many evaluation examples and seeds a target difference from sft needs, and its cost"),
+    "export-lm-eval": ("export_lm_eval", "write the tasks as lm-evaluation-harness tasks (our data, prompts, metrics)"),
+    "export-student": ("export_student", "a finished cell's saved student as a Hugging Face model with its card"),
 }
 # Keywords the HF argument parser passes on to ``add_argument``; other field metadata (e.g. a settings field's
 # ``check`` and ``hashed``) is the config tree's own.

@@ -41,8 +41,16 @@ class _TokenizerKey:
 @lru_cache(maxsize=8)
 def _newline_ids(key: _TokenizerKey) -> tuple[int, ...]:
     tokenizer = key.tokenizer
-    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    singles = [[i] for i in range(len(tokenizer))]
+    # The Rust backend decodes the whole vocabulary ~8x faster than batch_decode, whose Python conversions dominate.
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    texts = backend.decode_batch(singles, skip_special_tokens=False) if backend else tokenizer.batch_decode(singles)
     return tuple(i for i, text in enumerate(texts) if "\n" in text)
+
+
+def clean_prediction(text: str) -> str:
+    """A decoded continuation as it is scored: the text before its first newline, stripped."""
+    return text.split("\n", 1)[0].strip()
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -64,39 +72,50 @@ def generate(
 ) -> tuple[list[str], int]:
     """Greedy continuations of ``prompts`` cut at the first newline, and the number of generated tokens.
 
-    Prompts are batched in order of length (less padding) and results returned in the input order.
+    Prompts are tokenized once and batched in order of token count, so a batch is padded to the longest prompt
+    it holds and no longer (prefill over padding is most of the cost on CPU); results come back in input order.
     """
     device = next(model.parameters()).device
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"] if prompts else []
+    order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]), reverse=True)
     outputs: list[str] = [""] * len(prompts)
     generated_tokens = 0
-    previous_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     was_training = model.training
     model.eval()
     try:
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
             chunk = order[start : start + batch_size]
-            encoded = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True).to(device)
+            input_ids, attention_mask = left_pad([prompt_ids[i] for i in chunk], pad_id)
             sequences = model.generate(
-                **encoded,
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
                 do_sample=False,
                 max_new_tokens=max_new_tokens,
                 eos_token_id=stops,
                 pad_token_id=pad_id,
                 use_cache=True,
             )
-            continuation = sequences[:, encoded["input_ids"].size(1) :]
+            continuation = sequences[:, input_ids.size(1) :]
             for row, index in enumerate(chunk):
                 tokens = _until_stop(continuation[row].tolist(), set(stops))
                 generated_tokens += len(tokens)
-                outputs[index] = tokenizer.decode(tokens, skip_special_tokens=True).split("\n", 1)[0].strip()
+                outputs[index] = clean_prediction(tokenizer.decode(tokens, skip_special_tokens=True))
     finally:
-        tokenizer.padding_side = previous_side
         model.train(was_training)
     return outputs, generated_tokens
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of token rows padded on the left to the longest row."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
+        input_ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        attention_mask[b, width - len(row) :] = 1
+    return input_ids, attention_mask
 
 
 def _until_stop(tokens: list[int], stops: set[int]) -> list[int]:

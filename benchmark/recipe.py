@@ -23,6 +23,7 @@ from benchmark.pair_cache import CachedPairResources
 from benchmark.prompting import PromptFormat
 from benchmark.provenance import environment_info
 from benchmark.store import TEACHER, UNTRAINED, Cell
+from benchmark.student_export import write_model_card
 from benchmark.teacher import Teachers
 from methods.base import Method
 from tasks.base import Example
@@ -74,6 +75,9 @@ class CellRecipe:
         wall = time.perf_counter() - started
         self.cell.finish(result.metrics, result.predictions, self._run_info(result, facts, wall, memory))  # 4.
         self.cell.remove_checkpoint()  # only now: a crash before DONE resumes from the final checkpoint
+        if self.options.save_students and self.method is not None:
+            # The card is read from the finished cell's files (`run_bench.py export-student` rewrites it any time).
+            write_model_card(self.cell.dir, self.cell.student_dir)
         return wall
 
     # -- the steps -----------------------------------------------------------------------------------------------

@@ -76,6 +76,18 @@ class Cell:
         self.key = key
         self.dir = Path(root) / key.task / key.pair / key.method / f"seed{key.seed}"
 
+    @classmethod
+    def at(cls, cell_dir: str | Path) -> "Cell":
+        """The cell in ``cell_dir`` (``<root>/<task>/<pair>/<method>/seed<k>``); a path not shaped like one is a
+        :class:`StoreError`."""
+        path = Path(cell_dir)
+        seed = _SEED_DIR.fullmatch(path.name)
+        if seed is None or len(path.parts) < 4 or not (path / "config.json").is_file():
+            raise StoreError(f"{path} is not a cell directory (<runs>/<task>/<pair>/<method>/seed<k> with a "
+                             "config.json)")
+        return cls(path.parents[3], CellKey(path.parent.parent.parent.name, path.parent.parent.name,
+                                            path.parent.name, int(seed.group(1))))
+
     # -- layout --------------------------------------------------------------------------------------------------
     @property
     def checkpoint_dir(self) -> Path:
@@ -135,6 +147,23 @@ class Cell:
         return lines[0] if lines else "(no reason recorded)"
 
     # -- reading -------------------------------------------------------------------------------------------------
+    def is_complete(self) -> bool:
+        return self.done_time() is not None
+
+    def finished_config(self) -> tuple[dict[str, Any], str]:
+        """``(config, hash)`` of a cell written by this store format; one-line :class:`StoreError` otherwise."""
+        stored = self.stored_config()
+        if stored is None:
+            raise StoreError(f"{self._config} is missing or not valid JSON")
+        found = stored.get("format", 1)
+        if found != STORE_FORMAT or not isinstance(stored.get("config"), dict):
+            raise StoreError(f"{self._config} is in store format {found}, this code reads format {STORE_FORMAT}; "
+                             "re-run the cell")
+        return stored["config"], str(stored.get("hash"))
+
+    def metrics(self) -> dict[str, float]:
+        return _read_metrics(self.dir / "metrics.json")
+
     def predictions(self) -> list[dict[str, Any]]:
         """The records of ``predictions.jsonl`` (one object with an ``id`` per evaluated example, in file order);
         a missing file, a bad line or a repeated id is a :class:`StoreError` naming the file (and line)."""

@@ -16,11 +16,14 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 
 from benchmark.files import read_json as read_json_file
 from benchmark.registry import Registry
 from tasks.metrics import ROUGE, SQUAD, Metric
+
+if TYPE_CHECKING:  # datasets takes about a second to import; only the Hugging Face export needs it
+    import datasets
 
 Split = Literal["train", "test"]
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -122,6 +125,11 @@ class Task:
         """The files this adapter reads (hashed into cache keys and run metadata)."""
         raise NotImplementedError
 
+    def to_hf(self, split: Split) -> datasets.Dataset:
+        """``split`` as a Hugging Face ``datasets.Dataset``: the :class:`Example` fields, one row per example, in
+        :meth:`load` order (the order and ids the evaluator uses)."""
+        return examples_to_hf(self.load(split))
+
     # -- prompts ------------------------------------------------------------------------------------------
     def format_query(self, example: Example) -> str:
         raise NotImplementedError
@@ -198,6 +206,23 @@ class GenerativeQATask(QATask):
 
 
 TASKS: Registry[type[Task]] = Registry("task", name_attribute="name")
+
+
+def examples_to_hf(examples: Sequence[Example]) -> datasets.Dataset:
+    """A ``datasets.Dataset`` with one row per example and one string column per :class:`Example` field
+    (``references`` a list of strings); the schema is explicit, so an empty sequence still gives the same columns."""
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("Task.to_hf needs the 'datasets' package: pip install -e . (it is a dependency)") from None
+    names = [field.name for field in dataclasses.fields(Example)]
+    features = datasets.Features({
+        name: datasets.List(datasets.Value("string")) if name == "references" else datasets.Value("string")
+        for name in names
+    })
+    columns = {name: [getattr(example, name) for example in examples] for name in names}
+    columns["references"] = [list(refs) for refs in columns["references"]]
+    return datasets.Dataset.from_dict(columns, features=features)
 
 
 # -- record readers -----------------------------------------------------------------------------------------
