@@ -34,6 +34,10 @@ def open_cell(cell_dir: Path) -> Cell:
         raise CellError(str(error)) from None
     if not cell.is_complete():
         raise CellError(f"cell {cell_dir} is not finished (no DONE); run it to the end first")
+    try:
+        cell.finished_config()  # written by this store format
+    except StoreError as error:
+        raise CellError(str(error)) from None
     return cell
 
 
