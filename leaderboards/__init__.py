@@ -22,7 +22,7 @@ def render_leaderboards(
     renders (its Markdown lists the failures); a store with nothing at all is a ValueError.
     """
     scan = scan_store(runs_dir)
-    if not (scan.cells or scan.failed or scan.skipped):
+    if not (scan.cells or scan.failed or scan.skipped or scan.damaged):
         raise ValueError(f"no completed cells under {scan.root} (and no failed cells or skipped pairs to report)")
     rows = summarize(scan.cells)
     outputs = {

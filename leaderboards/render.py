@@ -98,6 +98,7 @@ def leaderboard_markdown(scan: StoreScan, rows: Iterable[SummaryRow]) -> str:
     for task, cells in table.items():
         lines += _task_section(task, scan.headline_metrics[task], cells, scan.higher_is_better(task))
     lines += _failed_section(scan)
+    lines += _damaged_section(scan)
     lines += _skipped_section(scan)
     return "\n".join(lines) + "\n"
 
@@ -194,6 +195,14 @@ def _failed_section(scan: StoreScan) -> list[str]:
         return lines + ["None."]
     body = [[f.task, f.pair, f.method, str(f.seed), f.reason] for f in scan.failed]
     return lines + _md_table(["task", "pair", "method", "seed", "reason"], body, numeric=False)
+
+
+def _damaged_section(scan: StoreScan) -> list[str]:
+    """Finished cells whose files cannot be trusted (left out of every table above); a run re-runs them."""
+    if not scan.damaged:
+        return []
+    lines = ["", "## Damaged cells", "", "Left out of the tables above; the next run of the grid re-runs them.", ""]
+    return lines + _md_table(["cell", "problem"], [[d.where, d.reason] for d in scan.damaged], numeric=False)
 
 
 def _skipped_section(scan: StoreScan) -> list[str]:

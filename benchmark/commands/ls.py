@@ -16,9 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.what == "methods":
-        from benchmark.resolve import load_methods_or_fail
+        from benchmark.preflight import methods_with_includes
 
-        methods = load_methods_or_fail(args.include)
+        methods = methods_with_includes(args.include)
         for name in methods.names():
             cls = methods.get(name)
             print(f"{name}\tteacher: {cls.teacher_needs}\t{methods.description(name)}")
@@ -31,7 +31,9 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     else:
         from benchmark.pairs import PAIRS, pair_status
 
-        cache = args.cache_dir or default_cache_dir()
+        from benchmark.preflight import directory
+
+        cache = directory(args.cache_dir if args.cache_dir is not None else str(default_cache_dir()), "--cache-dir")
         for name in PAIRS.names():
             pair = PAIRS.get(name)
             reason = pair_status(pair, cache)
