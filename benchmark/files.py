@@ -99,13 +99,13 @@ def read_jsonl(path: Path, error: type[Exception] = ValueError) -> Iterator[tupl
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as problem:
-                raise error(f"{where}: not UTF-8 text ({problem.reason} at column {problem.start + 1})") from None
+                raise error(f"{where}, column {problem.start + 1}: not UTF-8 text ({problem.reason})") from None
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as problem:
-                raise error(f"{where}: invalid JSON ({problem.msg} at column {problem.colno})") from None
+                raise error(f"{where}, column {problem.colno}: invalid JSON ({problem.msg})") from None
             if not isinstance(record, dict):
                 raise error(f"{where}: expected a JSON object, got {type(record).__name__}")
             yield number, record

@@ -185,9 +185,10 @@ CASES = [
     run("data-missing-field", "--tasks", "qed", "--data-dir", "{data_field}",
         expected="task qed: {data_field}/qed/qed-dev.jsonlines, line 2: missing field 'question_text'"),
     run("data-invalid-json", "--tasks", "qed", "--data-dir", "{data_json}",
-        expected="task qed: {data_json}/qed/qed-dev.jsonlines, line 3: invalid JSON"),
+        expected="task qed: {data_json}/qed/qed-dev.jsonlines, line 3, column 734: invalid JSON (Invalid control "
+                 "character at)"),
     run("data-not-utf8", "--tasks", "qed", "--data-dir", "{data_utf8}",
-        expected="task qed: {data_utf8}/qed/qed-dev.jsonlines, line 1: not UTF-8 text (invalid start byte"),
+        expected="task qed: {data_utf8}/qed/qed-dev.jsonlines, line 1, column 1: not UTF-8 text (invalid start byte)"),
     run("data-empty-split", "--tasks", "qed", "--data-dir", "{data_empty}",
         expected="task qed: its test split has no examples"),
     run("data-duplicate-id", "--tasks", "qed", "--data-dir", "{data_duplicate}",

@@ -102,7 +102,7 @@ def damage(root: Path) -> dict[str, tuple[str, bytes]]:
 EXPECTED_PROBLEMS = {
     "pubmedqa/tiny-qwen2-to-gpt2/teacher/seed0": "metrics.json, line 2: invalid JSON (Unterminated string",
     "pubmedqa/tiny-qwen2-to-gpt2/untrained/seed0": "config.json, line 1: invalid JSON (Expecting property name",
-    "pubmedqa/tiny-qwen2-to-gpt2/sft/seed1": "predictions.jsonl, line 1: invalid JSON (Unterminated string",
+    "pubmedqa/tiny-qwen2-to-gpt2/sft/seed1": "predictions.jsonl, line 1, column 13: invalid JSON (Unterminated string",
     "pubmedqa/tiny-qwen2-to-gpt2/sft/seed2": "run.json, line 2: invalid JSON (Unterminated string",
     "pubmedqa/tiny-qwen2-to-gpt2/sft/seed3": "config.json: config seed 4 does not match its directory (3)",
     "pubmedqa/tiny-qwen2-to-gpt2/sft/seed4": "metrics.json is missing",
@@ -152,7 +152,7 @@ def test_a_torn_training_log_is_kept_aside_and_training_restarts(grid_run, tmp_p
     (sft / "train_log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
     ran, lines = grid_run()
     assert ran == ["pubmedqa/tiny-qwen2-to-gpt2/sft/seed1"]
-    assert any("sft/seed1/train_log.jsonl, line 2: invalid JSON" in line for line in lines)
+    assert any("sft/seed1/train_log.jsonl, line 2, column 13: invalid JSON" in line for line in lines)
     assert (sft / "train_log.jsonl.corrupt").exists() and not (sft / "checkpoint").exists()
 
 
