@@ -1,8 +1,10 @@
 """Command line: ``run_bench.py [COMMAND] ...``; parsing and dispatch only, every command is importable.
 
 Commands (``run`` when none is named): see :data:`COMMANDS`. Each lives in ``benchmark/commands/<name>.py`` with
-``add_arguments(parser)``, ``main(args, argv) -> int`` and optionally ``DATACLASSES``, whose fields become flags. Bad input exits with code 2 and one line naming the bad value
-and what is accepted.
+``add_arguments(parser)``, ``main(args, argv) -> int`` and optionally ``DATACLASSES``, whose fields become flags.
+
+Exit codes: 0 success; 1 a cell failed, or the disk failed the run (one line); 2 bad input (one line naming the bad
+value and what is accepted); 130 interrupted (Ctrl-C; one line saying how to resume).
 """
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ import copy
 import dataclasses
 import importlib
 import os
+import shlex
 import sys
 import types
 from typing import Any, Sequence
 
 from transformers import HfArgumentParser
+
+from benchmark.files import describe_os_error
 
 # name -> (module under benchmark.commands, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,6 +47,8 @@ class Parser(HfArgumentParser):
 
     def __init__(self, dataclass_types: Any = None, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.HelpFormatter)
+        # No prefixes of flags (``--learning-rat``): one that matches today may match two flags tomorrow.
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(dataclass_types, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -81,3 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"run_bench.py: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Every file is written atomically and a cell counts as done only once its DONE is written, so what an
+        # interrupted run leaves is either finished or resumable.
+        resume = f"; resume with: python run_bench.py {shlex.join(argv)}" if name == "run" else ""
+        # On a line of its own: the terminal's ^C or a progress bar may have left the cursor mid-line.
+        print(f"\nrun_bench.py: interrupted{resume}", file=sys.stderr)
+        return 130
+    except OSError as error:  # the environment, not the input: a full or read-only disk, a file that went away
+        print(f"run_bench.py: error: {describe_os_error(error)}", file=sys.stderr)
+        return 1

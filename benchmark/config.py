@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, get_args, get_origin, get_type_hints
 
@@ -31,20 +32,24 @@ class ConfigError(ValueError):
         self.path, self.value, self.accepted = path, value, accepted
 
 
-# Constraints a field can declare in its metadata (``check``): a predicate and what it accepts, in words.
+# Constraints a field can declare in its metadata (``check``): a predicate and what it accepts, in words. Every
+# checked number must also be finite, and an integer at most ``maximum`` (default :data:`INT_MAX`).
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "positive": (lambda v: v > 0, "a number > 0"),
-    "non_negative": (lambda v: v >= 0, "a number >= 0"),
-    "fraction": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "positive": (lambda v: v > 0, "> 0"),
+    "non_negative": (lambda v: v >= 0, ">= 0"),
+    "fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
 }
+INT_MAX = 2**31 - 1  # integer settings reach tokenizers and torch as C ints
 
 
-def setting(default: Any, help: str, *, check: str | None = None, aliases: tuple[str, ...] = (),
-            hashed: bool = True) -> Any:
+def setting(default: Any, help: str, *, check: str | None = None, maximum: float | None = None,
+            aliases: tuple[str, ...] = (), hashed: bool = True) -> Any:
     """A settings field. ``help`` ends with the value's source tag ([paper], [code], [suite])."""
     metadata: dict[str, Any] = {"help": help, "hashed": hashed}
     if check:
         metadata["check"] = check
+    if maximum is not None:
+        metadata["maximum"] = maximum
     if aliases:
         metadata["aliases"] = list(aliases)
     return field(default=default, metadata=metadata)
@@ -52,7 +57,7 @@ def setting(default: Any, help: str, *, check: str | None = None, aliases: tuple
 
 class Section:
     """Base of a settings section: validates every field's declared constraint (and a ``Literal`` field's choices)
-    on construction."""
+    on construction; a list field's constraint applies to each element."""
 
     name: str  # the section's name in dotted paths, e.g. "train"
 
@@ -62,12 +67,26 @@ class Section:
             value, path = getattr(self, item.name), f"{self.name}.{item.name}"
             if item.name in choices and value not in choices[item.name]:
                 raise ConfigError(path, value, f"one of {', '.join(choices[item.name])}")
-            check = item.metadata.get("check")
-            if value is None or check is None:
+            if "check" not in item.metadata:
                 continue
-            predicate, accepted = CHECKS[check]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not predicate(value):
-                raise ConfigError(path, value, accepted)
+            for element in value if isinstance(value, list) else [value]:
+                accepted = _accepted(item, element)
+                if accepted is not None:
+                    raise ConfigError(path, element, accepted)
+
+
+def _accepted(item: dataclasses.Field, value: Any) -> str | None:
+    """None when ``value`` meets the field's ``check`` (None always does), else what the field accepts, in words."""
+    if value is None:
+        return None
+    predicate, words = CHECKS[item.metadata["check"]]
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    maximum = item.metadata.get("maximum", INT_MAX if is_int else None)
+    accepted = f"{'an integer' if is_int else 'a finite number'} {words}" + (
+        f" and <= {maximum}" if maximum is not None else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return accepted
+    return None if predicate(value) and (maximum is None or value <= maximum) else accepted
 
 
 @functools.cache
@@ -108,8 +127,9 @@ class TeacherSettings(Section):
 @dataclass(frozen=True)
 class TrainSettings(Section):
     name = "train"
+    # At most 1,000: the training plan holds every epoch's shuffled order.
     epochs: float = setting(5.0, "epochs; fractions allowed (0.5 = the first half of the shuffled data) [paper]",
-                            check="positive")
+                            check="positive", maximum=1000)
     learning_rate: float = setting(1e-6, "peak learning rate [paper]", check="positive", aliases=("--lr",))
     batch_size: int = setting(2, "examples per micro-batch [code: MultiLevelOT README]", check="positive")
     grad_accum: int = setting(1, "micro-batches per optimizer step [code]", check="positive")
@@ -239,7 +259,8 @@ class RunOptions(Section):
                                                  "the teacher and untrained-student rows only)")
     pairs: list[str] = option(DEFAULT_PAIRS, "teacher->student pairs, or 'all'")
     tasks: list[str] = option(DEFAULT_TASKS, "tasks, or 'all'")
-    seeds: list[int] = option((1,), "training seeds")
+    # Seeds reach torch.Generator.manual_seed as seed * 100,003 + epoch, which must stay below 2**64.
+    seeds: list[int] = option((1,), "training seeds", check="non_negative", maximum=2**32 - 1)
     budget: str | None = option(None, f"settings preset: {', '.join(BUDGETS)} (default: smoke on CPU, paper on GPU)")
     overrides: list[str] = option((), "override a setting or a method's config field, e.g. train.learning_rate=3e-4 "
                                       "or mlot.alpha=1.5 (repeatable)", aliases=["--set"], action="append",

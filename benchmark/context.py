@@ -32,6 +32,14 @@ def subset(examples: list[Example], limit: int | None) -> list[Example]:
     return [examples[i] for i in sorted(order[:limit])]
 
 
+def teacher_shot_count(task: Task, settings: Settings) -> int:
+    """Shots in the teacher's prompt: none for an as-is teacher, else the setting or the task's default."""
+    if settings.teacher.teacher_prep == "as-is":
+        return 0
+    shots = settings.prompt.teacher_shots
+    return task.default_shots if shots is None else shots
+
+
 def precision() -> str:
     """How the numbers are computed on this machine: fp32 on a CPU; bf16 autocast (student) and a bf16 teacher on
     a GPU. Part of every cell's config, so a CPU result is never reused as a GPU one."""
@@ -55,12 +63,10 @@ class TaskPairContext:
 
     @classmethod
     def build(cls, task: Task, pair: Pair, settings: Settings, cache_dir: Path) -> "TaskPairContext":
-        prompt, prep = settings.prompt, settings.teacher.teacher_prep
-        teacher_shots = 0 if prep == "as-is" else (task.default_shots if prompt.teacher_shots is None
-                                                   else prompt.teacher_shots)
+        prompt = settings.prompt
         student_format = PromptFormat(pair.student.prompt_style, prompt.student_shots,
                                       max_prompt_tokens=prompt.max_prompt_tokens)
-        teacher_format = PromptFormat(pair.teacher.prompt_style, teacher_shots,
+        teacher_format = PromptFormat(pair.teacher.prompt_style, teacher_shot_count(task, settings),
                                       max_prompt_tokens=prompt.max_prompt_tokens)
         fingerprint = data_fingerprint(task)
         return cls(

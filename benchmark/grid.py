@@ -15,6 +15,7 @@ from typing import Callable, Mapping
 
 from benchmark.context import TaskPairContext
 from benchmark.executors import RUN_STARTED_ENV
+from benchmark.files import disk_error_hint
 from benchmark.pairs import PAIRS, pair_status
 from benchmark.recipe import CellOptions, CellRecipe
 from benchmark.resolve import RunConfig
@@ -49,7 +50,7 @@ class Grid:
                                         data_sha256=dict(data_sha256 or {}))
         # One start time for all workers of a run: ``--force`` re-runs what was done before it, not what they did.
         self.started = float(os.environ.get(RUN_STARTED_ENV) or time.time())
-        self._tasks: dict[str, Task] = {}
+        self._tasks: dict[str, Task] = dict(run.task_adapters)  # parsed while the run was checked
         self._contexts: dict[tuple[str, str], TaskPairContext] = {}
 
     # -- enumeration ---------------------------------------------------------------------------------------------
@@ -90,15 +91,17 @@ class Grid:
 
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, dry_run: bool = False) -> list[CellOutcome]:
+        """Run every cell not done yet (``dry_run``: print each cell's state, write nothing)."""
         pairs, skipped = self.reachable_pairs()
-        self.store.record_skipped(self.run_config.pairs, skipped)
+        if not dry_run and (damage := self.store.record_skipped(self.run_config.pairs, skipped)):
+            self.log(f"damaged, kept aside as .corrupt and rewritten: {damage}")
         for name, reason in skipped.items():
             self.log(f"skipped pair {name}: {reason}")
         self._note_older_cells()
         keys = self.cells(pairs)
         if dry_run:
             for key in keys:
-                self.log(f"{'done' if self._is_done(key) else 'todo':5s} {key}")
+                self.log(self._state(key))
             self.log(f"{len(keys)} cells, {len(skipped)} skipped pairs")
             return []
         outcomes = []
@@ -119,12 +122,15 @@ class Grid:
         if self._reusable(cell, digest):
             return CellOutcome(key, "cached")
         lock = cell.lock()
-        if not lock.acquire():
-            return CellOutcome(key, "locked", "another process is running this cell")
         started = time.perf_counter()
-        try:
+        try:  # from here on, a disk that is full or read-only fails this cell only
+            if not lock.acquire():
+                return CellOutcome(key, "locked", "another process is running this cell")
             if self._reusable(cell, digest):  # another process finished it between the check and the lock
                 return CellOutcome(key, "cached")
+            if damage := cell.damage():
+                cell.set_aside()
+                self.log(f"  damaged, kept aside as *.corrupt and run again: {damage}")
             if self.run_config.options.force:
                 cell.discard_training_state()
             cell.start(config)
@@ -136,7 +142,8 @@ class Grid:
             reason = cell.record_failure(error)
             if self.run_config.options.exit_on_error:
                 raise
-            self.log(traceback.format_exc(limit=3).rstrip())
+            if disk_error_hint(error) is None:  # a full or read-only disk's reason says all; a bug needs its traceback
+                self.log(traceback.format_exc(limit=3).rstrip())
             return CellOutcome(key, "failed", reason, time.perf_counter() - started)
         finally:
             lock.release()
@@ -156,6 +163,13 @@ class Grid:
         return outcomes
 
     # -- helpers -------------------------------------------------------------------------------------------------
+    def _state(self, key: CellKey) -> str:
+        """The cell's state as a dry run prints it: done, todo, or damaged with the reason."""
+        if self._is_done(key):
+            return f"done  {key}"
+        damage = self.store.cell(key).damage()
+        return f"damaged {key}: {damage}" if damage else f"todo  {key}"
+
     def _is_done(self, key: CellKey) -> bool:
         ctx = self.context(key.task, key.pair)
         return self.store.cell(key).is_done(config_hash(ctx.cell_config(key, self.method(key))))

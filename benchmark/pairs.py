@@ -5,14 +5,12 @@ lowercase letters, digits, ``.``, ``_`` and ``-``.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.models import ModelSpec, check_reachable
 from benchmark.registry import Registry
-
-_SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+from benchmark.store import usable_name
 
 
 @dataclass(frozen=True)
@@ -25,7 +23,7 @@ class Pair:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not _SAFE_NAME.fullmatch(self.name):
+        if not usable_name(self.name):
             raise ValueError(f"pair name {self.name!r} is not usable as a directory name")
 
     @property

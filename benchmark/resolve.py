@@ -7,17 +7,20 @@ a :class:`~benchmark.cli.UsageError` naming the flag or override and what is acc
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from benchmark.cli import Parser, UsageError, split_names
 from benchmark.config import (
-    SECTION_TYPES, ConfigError, RunOptions, Settings, budget_settings, default_budget_name, section_type,
+    INT_MAX, SECTION_TYPES, ConfigError, RunOptions, Settings, budget_settings, default_budget_name, section_type,
 )
 from benchmark.paths import default_cache_dir, resolve_data_dir
+from benchmark.preflight import check_methods, check_store_format, directory, methods_with_includes
 from benchmark.registry import Registry, RegistryError
 from methods.base import MethodConfig
+from tasks.base import Task
 
 
 @dataclass(frozen=True)
@@ -34,17 +37,22 @@ class RunConfig:
     method_configs: dict[str, MethodConfig]
     data_dir: Path
     cache_dir: Path
+    # The tasks' adapters with their data parsed while checking it (the run reuses them); empty: built on first use.
+    task_adapters: dict[str, Task] = field(default_factory=dict, compare=False, repr=False)
 
 
 def resolve_run(options: RunOptions, flag_settings: Mapping[str, Any]) -> RunConfig:
-    """``flag_settings``: ``{"section.field": value}`` for the setting flags given on the command line."""
+    """``flag_settings``: ``{"section.field": value}`` for the setting flags given on the command line. Checks
+    everything the run will read or write (:mod:`benchmark.preflight`) and writes nothing."""
     from benchmark.pairs import PAIRS
     from tasks.registry import load_tasks
 
-    methods_registry = load_methods_or_fail(options.include)
-    requested = split_names(options.methods)
-    methods = [] if requested == ["none"] else resolve_names(methods_registry, requested, "--methods")
-    budget = options.budget or default_budget_name()
+    output = directory(options.output, "--output", writable=True)
+    cache_dir = directory(options.cache_dir if options.cache_dir is not None else str(default_cache_dir()),
+                          "--cache-dir", writable=True)
+    data_dir = _data_dir(options.data_dir)
+    methods_registry = methods_with_includes(_flatten(options.include))
+    budget = options.budget if options.budget is not None else default_budget_name()
     try:
         settings = budget_settings(budget)
     except ConfigError as error:
@@ -52,23 +60,44 @@ def resolve_run(options: RunOptions, flag_settings: Mapping[str, Any]) -> RunCon
     setting_overrides, method_overrides = parse_overrides(_flatten(options.overrides), methods_registry)
     settings = apply_settings(settings, flag_settings, source="flag")
     settings = apply_settings(settings, setting_overrides, source="--set")
-    data_dir = resolve_data_dir(options.data_dir)  # the per-user folder may not exist yet: fetching creates it
-    if options.data_dir and not data_dir.is_dir():
-        raise UsageError(f"--data-dir {str(data_dir)!r} is not a directory; pass an existing folder, or leave it out "
-                         "to use $CTKD_DATA_DIR, ../shared/data or the per-user data folder")
-    return RunConfig(
-        options=options,
-        tasks=resolve_names(load_tasks(), options.tasks, "--tasks"),
-        pairs=resolve_names(PAIRS, options.pairs, "--pairs"),
-        methods=methods,
-        seeds=list(dict.fromkeys(options.seeds)),
-        budget=budget,
-        settings=settings,
-        method_configs={name: _method_config(methods_registry, name, method_overrides.get(name, {}))
-                        for name in methods},
-        data_dir=data_dir,
-        cache_dir=Path(options.cache_dir) if options.cache_dir else default_cache_dir(),
-    )
+    methods, method_configs, named = _resolve_methods(options.methods, methods_registry, method_overrides)
+    pairs = resolve_names(PAIRS, names(options.pairs, "--pairs", "pair names or 'all'"), "--pairs")
+    tasks = resolve_names(load_tasks(), names(options.tasks, "--tasks", "task names or 'all'"), "--tasks")
+    check_methods(methods_registry, method_configs, settings, [PAIRS.get(pair) for pair in pairs], named)
+    check_store_format(output, "--output")
+    return RunConfig(options=options, tasks=tasks, pairs=pairs, methods=methods,
+                     seeds=list(dict.fromkeys(options.seeds)), budget=budget, settings=settings,
+                     method_configs=method_configs, data_dir=data_dir, cache_dir=cache_dir)
+
+
+def _resolve_methods(values: Sequence[str], registry: Registry[Any], overrides: Mapping[str, dict[str, Any]],
+                     ) -> tuple[list[str], dict[str, MethodConfig], list[str]]:
+    """The methods to train, each one's config, and those named explicitly (not through ``all``)."""
+    requested = names(values, "--methods", "method names, 'all', or 'none'")
+    if "none" in requested and requested != ["none"]:
+        raise UsageError(f"--methods {' '.join(values)!r}: 'none' (the reference rows only) cannot be combined with "
+                         "method names")
+    methods = [] if requested == ["none"] else resolve_names(registry, requested, "--methods")
+    for name, fields in overrides.items():  # an override of a method the run does not train is checked too
+        _method_config(registry, name, fields)
+    configs = {name: _method_config(registry, name, overrides.get(name, {})) for name in methods}
+    return methods, configs, [registry.canonical(name) for name in requested if name not in ("all", "none")]
+
+
+def names(values: Sequence[str], flag: str, accepted: str) -> list[str]:
+    """The names of a list flag (space or comma separated); none at all is an error."""
+    found = split_names(values)
+    if not found:
+        raise UsageError(f"{flag} {' '.join(values)!r}: expected {accepted}")
+    return found
+
+
+def _data_dir(value: str | None) -> Path:
+    """``--data-dir`` must exist; the default (``$CTKD_DATA_DIR``, ../shared/data or the per-user folder) may not
+    exist yet: the run fetches the data into it, or names what is missing and how to fetch it."""
+    if value is not None:
+        return directory(value, "--data-dir", must_exist=True)
+    return resolve_data_dir()
 
 
 def resolve_names(registry: Registry[Any], values: Sequence[str], flag: str) -> list[str]:
@@ -76,15 +105,6 @@ def resolve_names(registry: Registry[Any], values: Sequence[str], flag: str) -> 
         return registry.resolve(split_names(values))
     except RegistryError as error:
         raise UsageError(f"{flag}: {error}") from None
-
-
-def load_methods_or_fail(include: Sequence[str | Sequence[str]]) -> Registry[Any]:
-    from methods.registry import load_methods
-
-    try:
-        return load_methods(_flatten(include))
-    except (ValueError, RegistryError) as error:
-        raise UsageError(str(error)) from None
 
 
 def _flatten(values: Sequence[str | Sequence[str]]) -> list[str]:
@@ -125,6 +145,9 @@ def parse_overrides(items: Sequence[str], methods: Registry[Any]) -> tuple[dict[
                              f"nor a registered method ({', '.join(methods.names())})")
         config_class = methods.get(owner).config_class
         field_name, value = parse_field(config_class, name, raw, f"--set {item}", f"method {owner}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+                math.isfinite(value) and abs(value) <= INT_MAX):
+            raise UsageError(f"--set {item}: expected a finite number of magnitude at most {INT_MAX}")
         method_fields.setdefault(methods.canonical(owner), {})[field_name] = value
     return settings, method_fields
 
@@ -150,5 +173,6 @@ def parse_field(config_class: type, name: str, raw: str, where: str, owner: str)
 def _method_config(methods: Registry[Any], name: str, fields: dict[str, Any]) -> MethodConfig:
     try:
         return methods.get(name).config_class.from_dict(fields)
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"--set {name}: {error}") from None
+    except Exception as error:  # a config's own checks; a third-party config may raise anything
+        where = f"--set {name}" if fields else f"method {name!r}: its default config"
+        raise UsageError(f"{where}: {error}") from None

@@ -10,12 +10,18 @@
         DONE               written last, atomically: the cell is complete
         FAILED.json        instead of DONE: one-line reason and traceback
         LOCK               while a process runs the cell
+        *.corrupt          the files of a damaged cell, kept aside when it was run again
     <root>/skipped_pairs.json, <root>/leaderboard.* (rendered by ``leaderboards``)
 
-A cell is complete iff it holds ``DONE``; ``DONE`` wins over ``FAILED.json`` (the failure is from an earlier
-attempt). Hidden entries and directories not named ``seed<int>`` are not cells, so files beside the cells never
-interfere. Format 1 (before ``format`` was recorded) is read the same way; its config hashes were computed by an
-older scheme, so a run cannot reuse those cells and says so (:meth:`Store.older_format_cells`).
+A cell is complete iff it holds ``DONE`` and its files are sound: each parses, ``config.json`` names this cell's
+directory and its hash is the hash of its config, ``run.json`` records the same hash, ``metrics.json`` holds the
+headline metric (:meth:`Cell.record`). A cell holding ``DONE`` whose files are not sound is *damaged* (e.g. a
+half-copied file from a sync tool): a run keeps its files aside and runs it again, and the leaderboards list it.
+``DONE`` wins over ``FAILED.json`` (the failure is from an earlier attempt). Hidden entries and directories not
+named ``seed<int>`` are not cells, so files beside the cells never interfere. Format 1 (before ``format`` was
+recorded) is read the same way, minus the checks its files cannot pass (its config hashes were computed by an older
+scheme; ``run.json`` and ``predictions.jsonl`` were optional), so a run cannot reuse those cells and says so
+(:meth:`Store.older_format_cells`). A store format newer than :data:`STORE_FORMAT` is named as such, never guessed.
 """
 from __future__ import annotations
 
@@ -26,12 +32,15 @@ import re
 import shutil
 import socket
 import traceback
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from benchmark.digest import digest
-from benchmark.files import read_json, write_atomic, write_json, write_jsonl
+from benchmark.files import (
+    describe_os_error, disk_error_hint, read_json, read_jsonl, write_atomic, write_json, write_jsonl,
+)
 
 STORE_FORMAT = 2
 
@@ -44,6 +53,15 @@ SFT = "sft"
 
 _SEED_DIR = re.compile(r"seed(\d+)")
 _SKIPPED_PAIRS = "skipped_pairs.json"
+_RESULT_FILES = ("config.json", "run.json", "metrics.json", "predictions.jsonl", "train_log.jsonl")
+_CORRUPT = ".corrupt"  # suffix of a damaged file kept aside
+# Names become directory names in the store: lowercase (no clashes on case-insensitive file systems), no separators.
+_USABLE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
+def usable_name(name: str) -> bool:
+    """Whether ``name`` (a method or pair) can name a directory of the store."""
+    return bool(_USABLE_NAME.fullmatch(name))
 
 
 class StoreError(ValueError):
@@ -123,9 +141,33 @@ class Cell:
         return stored if isinstance(stored, dict) else None
 
     def is_done(self, config_digest: str) -> bool:
-        """True when the cell finished with exactly this resolved config."""
+        """True when the cell finished with exactly this resolved config and its files are sound."""
         stored = self.stored_config()
-        return self._done.exists() and stored is not None and stored.get("hash") == config_digest
+        return (self._done.exists() and stored is not None and stored.get("hash") == config_digest
+                and self.damage() is None)
+
+    def damage(self) -> str | None:
+        """Why the cell's files cannot be trusted, in one line naming the file; None when they can. A finished
+        cell must read as a :class:`CellRecord`; an unfinished one may only hold a training log that parses (a run
+        resumes from it)."""
+        try:
+            if self._done.exists():
+                self.record()
+            elif self.train_log.exists():
+                _read_jsonl(self.train_log)
+        except StoreError as error:
+            return str(error)
+        return None
+
+    def set_aside(self) -> None:
+        """Keep a damaged cell's files aside as ``<name>.corrupt`` (replacing older ones) and drop its ``DONE`` and
+        checkpoint: the cell is then run again from scratch."""
+        self._done.unlink(missing_ok=True)
+        for name in _RESULT_FILES:
+            path = self.dir / name
+            if path.exists():
+                os.replace(path, path.with_name(name + _CORRUPT))
+        self.remove_checkpoint()
 
     def done_time(self) -> float | None:
         """When ``DONE`` was written (seconds since the epoch), or None."""
@@ -151,15 +193,12 @@ class Cell:
         return self.done_time() is not None
 
     def finished_config(self) -> tuple[dict[str, Any], str]:
-        """``(config, hash)`` of a cell written by this store format; one-line :class:`StoreError` otherwise."""
-        stored = self.stored_config()
-        if stored is None:
-            raise StoreError(f"{self._config} is missing or not valid JSON")
-        found = stored.get("format", 1)
-        if found != STORE_FORMAT or not isinstance(stored.get("config"), dict):
-            raise StoreError(f"{self._config} is in store format {found}, this code reads format {STORE_FORMAT}; "
-                             "re-run the cell")
-        return stored["config"], str(stored.get("hash"))
+        """``(config, hash)`` of a sound cell written by this store format; one-line :class:`StoreError` otherwise."""
+        stored, store_format = self._sound_config()
+        if store_format != STORE_FORMAT:
+            raise StoreError(f"{self._config} is in store format {store_format}, this code reads format "
+                             f"{STORE_FORMAT}; re-run the cell")
+        return stored["config"], stored["hash"]
 
     def metrics(self) -> dict[str, float]:
         return _read_metrics(self.dir / "metrics.json")
@@ -168,21 +207,11 @@ class Cell:
         """The records of ``predictions.jsonl`` (one object with an ``id`` per evaluated example, in file order);
         a missing file, a bad line or a repeated id is a :class:`StoreError` naming the file (and line)."""
         path = self.dir / "predictions.jsonl"
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise StoreError(f"{path} is missing: a complete cell needs its per-example scores") from None
-        numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
-        if not numbered:
+        records = _read_jsonl(path)
+        if not records:
             raise StoreError(f"{path} has no predictions")
-        try:  # one parse of the whole file: a store of 1,000 cells has 200,000 lines
-            records = json.loads("[" + ",".join(line for _, line in numbered) + "]")
-        except json.JSONDecodeError:
-            records = []
-        if len(records) != len(numbered):  # a bad line: parse line by line to name it
-            records = [_parse_line(line, f"{path}, line {number}") for number, line in numbered]
-        for (number, _), record in zip(numbered, records):
-            if not isinstance(record, dict) or "id" not in record:
+        for number, record in enumerate(records, start=1):
+            if "id" not in record:
                 raise StoreError(f"{path}, line {number}: expected an object with an 'id'")
         if len({str(r["id"]) for r in records}) != len(records):
             raise StoreError(f"{path} lists an example id twice")
@@ -227,11 +256,67 @@ class Cell:
         write_atomic(self._done, "")
 
     def record_failure(self, error: BaseException) -> str:
-        """Write ``FAILED.json`` with a one-line reason and the traceback; returns the reason."""
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+        """Write ``FAILED.json`` with a one-line reason and the traceback; returns the reason. Never raises for a
+        disk that cannot take the record (full, read-only): the reason then says so."""
+        reason = failure_reason(error)
         trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        write_json(self._failed, {"error": reason, "traceback": trace})
+        try:
+            write_json(self._failed, {"error": reason, "traceback": trace})
+        except OSError as problem:
+            reason += f" [FAILED.json not written: {problem.strerror or problem}]"
         return reason
+
+    def record(self) -> "CellRecord":
+        """The finished cell as read from its files; :class:`StoreError` names the first file that does not parse
+        or does not agree with this cell's directory and config hash."""
+        stored, store_format = self._sound_config()
+        config, config_file = stored["config"], self._config
+        headline = config.get("headline_metric")
+        if not isinstance(headline, str):
+            raise StoreError(f"{config_file}: config has no 'headline_metric'")
+        metrics = _read_metrics(self.dir / "metrics.json")
+        if headline not in metrics:
+            raise StoreError(f"{config_file}: headline metric {headline!r} is not among metrics {sorted(metrics)}")
+        run_file, predictions = self.dir / "run.json", self.dir / "predictions.jsonl"
+        run = read_json(run_file, StoreError) if store_format >= 2 or run_file.exists() else {}
+        # Format 1 recorded no hash in run.json and not always the predictions.
+        if store_format >= 2 and (not isinstance(run, dict) or run.get("config_hash") != stored["hash"]):
+            raise StoreError(f"{run_file}: its config_hash does not match config.json")
+        if (store_format >= 2 or predictions.exists()) and not _read_jsonl(predictions):
+            raise StoreError(f"{predictions} is empty")
+        key = self.key
+        method = config.get("method") if isinstance(config.get("method"), dict) else {}
+        changed = method.get("changed") if isinstance(method.get("changed"), dict) else {}
+        return CellRecord(key.task, key.pair, key.method, key.seed, stored["hash"], headline, metrics,
+                          **_costs(run), higher_is_better=bool(config.get("higher_is_better", True)),
+                          changed=", ".join(f"{name}={value}" for name, value in sorted(changed.items())),
+                          store_format=store_format)
+
+    def _sound_config(self) -> tuple[dict[str, Any], int]:
+        """``config.json`` and its store format, checked: it parses, its format is one this version reads, its hash
+        is its config's (format 2 on) and its config names this cell's directory."""
+        config_file = self._config
+        stored = read_json(config_file, StoreError)
+        config = stored.get("config") if isinstance(stored, dict) else None
+        if not isinstance(config, dict) or not isinstance(stored.get("hash"), str):
+            raise StoreError(f"{config_file} must be an object with a string 'hash' and a 'config' object")
+        store_format = stored.get("format", 1)
+        if not isinstance(store_format, int) or isinstance(store_format, bool) or store_format < 1:
+            raise StoreError(f"{config_file}: format {store_format!r} is not a store format")
+        if store_format > STORE_FORMAT:
+            raise StoreError(f"{config_file}: written by a newer version of the suite (store format {store_format}; "
+                             f"this version reads formats 1-{STORE_FORMAT})")
+        if store_format >= 2 and stored["hash"] != config_hash(config):
+            raise StoreError(f"{config_file}: its hash does not match its config (the file was edited or mixed up)")
+        identity = config.get("cell", config)  # format 1 kept the coordinates at the top level
+        # The directory names the cell; a config that says otherwise means files were moved or mixed up.
+        for name in ("task", "pair", "method", "seed"):
+            if name in identity and identity[name] != getattr(self.key, name):
+                raise StoreError(f"{config_file}: config {name} {identity[name]!r} does not match its directory "
+                                 f"({getattr(self.key, name)!r})")
+        if (config.get("role") == TEACHER) != (self.key.method == TEACHER):
+            raise StoreError(f"{config_file}: role {config.get('role')!r} does not fit method {self.key.method!r}")
+        return stored, store_format
 
     def lock(self) -> "CellLock":
         return CellLock(self.dir / "LOCK")
@@ -277,7 +362,10 @@ class CellLock:
 
     def release(self) -> None:
         if self.held:
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:  # e.g. the disk turned read-only: a lock left by a dead process is taken over later
+                pass
             self.held = False
 
 
@@ -315,6 +403,14 @@ class FailedCell:
 
 
 @dataclass(frozen=True)
+class DamagedCell:
+    """A finished cell (or a store file) that cannot be trusted: where it is, under the root, and why."""
+
+    where: str  # "<task>/<pair>/<method>/seed<k>", or a file such as "skipped_pairs.json"
+    reason: str  # one line; a cell's files are named relative to its directory
+
+
+@dataclass(frozen=True)
 class SkippedPair:
     pair: str
     reason: str
@@ -329,6 +425,7 @@ class StoreScan:
     failed: tuple[FailedCell, ...]
     skipped: tuple[SkippedPair, ...]
     headline_metrics: dict[str, str]  # task -> its headline metric, the same for every cell of the task
+    damaged: tuple[DamagedCell, ...] = ()  # left out of ``cells``
 
     def higher_is_better(self, task: str) -> bool:
         """Whether the task's headline metric improves upwards (as its cells record)."""
@@ -353,12 +450,18 @@ class Store:
         return Cell(self.root, key)
 
     # -- pairs that could not run --------------------------------------------------------------------------------
-    def record_skipped(self, requested: list[str], skipped: dict[str, str]) -> None:
-        """Merge this run's skipped pairs into ``skipped_pairs.json``: a requested pair that ran is no longer listed."""
+    def record_skipped(self, requested: list[str], skipped: dict[str, str]) -> str | None:
+        """Merge this run's skipped pairs into ``skipped_pairs.json``: a requested pair that ran is no longer listed.
+        A damaged file is kept aside (``.corrupt``) and replaced; returns why it was, or None."""
         path = self.root / _SKIPPED_PAIRS
-        known = {row["pair"]: row["reason"] for row in self._skipped_rows()}
+        try:
+            known, damage = {row["pair"]: row.get("reason", "") for row in self._skipped_rows()}, None
+        except StoreError as error:
+            os.replace(path, path.with_name(path.name + _CORRUPT))
+            known, damage = {}, str(error)
         known = {pair: reason for pair, reason in known.items() if pair not in requested} | skipped
         write_json(path, [{"pair": pair, "reason": reason} for pair, reason in sorted(known.items())])
+        return damage
 
     def _skipped_rows(self) -> list[dict[str, Any]]:
         path = self.root / _SKIPPED_PAIRS
@@ -371,7 +474,10 @@ class Store:
 
     # -- scanning ------------------------------------------------------------------------------------------------
     def cell_dirs(self) -> Iterator[tuple[CellKey, Cell]]:
-        """Every cell directory under the root, sorted by task, pair, method and seed."""
+        """Every cell directory under the root (none before the root is made), sorted by task, pair, method and
+        seed."""
+        if not self.root.is_dir():
+            return
         for task_dir in _subdirs(self.root):
             for pair_dir in _subdirs(task_dir):
                 for method_dir in _subdirs(pair_dir):
@@ -382,61 +488,78 @@ class Store:
 
     def older_format_cells(self) -> list[CellKey]:
         """Finished cells written by an older store format (their config hashes cannot be compared)."""
-        return [key for key, cell in self.cell_dirs() if cell.done_time() is not None
-                and (cell.stored_config() or {}).get("format", 1) < STORE_FORMAT]
+        return [key for key, cell in self.finished_cells() if (_stored_format(cell) or STORE_FORMAT) < STORE_FORMAT]
+
+    def newer_format_cells(self) -> list[CellKey]:
+        """Finished cells written by a newer version of the suite (this one cannot tell what their files mean)."""
+        return [key for key, cell in self.finished_cells() if (_stored_format(cell) or STORE_FORMAT) > STORE_FORMAT]
+
+    def finished_cells(self) -> Iterator[tuple[CellKey, Cell]]:
+        return ((key, cell) for key, cell in self.cell_dirs() if cell.done_time() is not None)
 
     def scan(self) -> StoreScan:
-        """Read every cell and the skipped pairs; a complete cell whose files are missing or disagree with its
-        directory raises :class:`StoreError`: a leaderboard over a corrupt store would print untrustworthy numbers."""
+        """Read every cell and the skipped pairs. A finished cell whose files are damaged, missing or disagree with
+        its directory is left out of ``cells`` and listed in ``damaged``: a leaderboard prints only numbers it can
+        trust, and says which cells it could not."""
         if not self.root.is_dir():
             raise StoreError(f"result store directory {self.root} does not exist")
         cells: list[CellRecord] = []
         failed: list[FailedCell] = []
+        damaged: list[DamagedCell] = []
         for key, cell in self.cell_dirs():
             if cell.done_time() is not None:
-                cells.append(_read_record(cell))
+                try:
+                    cells.append(cell.record())
+                except StoreError as error:
+                    damaged.append(DamagedCell(str(key), _relative(error, cell.dir)))
             elif cell.has_failed():
                 failed.append(FailedCell(key.task, key.pair, key.method, key.seed, cell.failure_reason()))
-        skipped = sorted((SkippedPair(str(e["pair"]), str(e.get("reason", ""))) for e in self._skipped_rows()),
+        cells, mismatched = _one_headline_per_task(cells)
+        damaged += mismatched
+        try:
+            rows = self._skipped_rows()
+        except StoreError as error:
+            rows = []
+            damaged.append(DamagedCell(_SKIPPED_PAIRS, _relative(error, self.root)))
+        skipped = sorted((SkippedPair(str(e["pair"]), str(e.get("reason", ""))) for e in rows),
                          key=lambda s: (s.pair, s.reason))
-        return StoreScan(self.root, tuple(cells), tuple(failed), tuple(skipped), _headline_metrics(cells))
+        headline = dict(sorted({cell.task: cell.headline_metric for cell in cells}.items()))
+        return StoreScan(self.root, tuple(cells), tuple(failed), tuple(skipped), headline, tuple(damaged))
+
 
 
 def scan_store(root: str | Path) -> StoreScan:
     return Store(root).scan()
 
 
+def failure_reason(error: BaseException) -> str:
+    """A failed cell's reason in one line: the exception's type and first line, and what to do about a full or
+    read-only disk."""
+    if isinstance(error, OSError):
+        return f"{type(error).__name__}: {describe_os_error(error)}"
+    first = str(error).splitlines()[0] if str(error) else ""
+    reason = f"{type(error).__name__}: {first}".rstrip(": ")
+    hint = disk_error_hint(error)
+    return f"{reason} ({hint})" if hint else reason
+
+
+def _relative(error: Exception, directory: Path) -> str:
+    """The error's message with the paths of files in ``directory`` written relative to it."""
+    return str(error).replace(f"{directory}{os.sep}", "")
+
+
 def _subdirs(path: Path) -> Iterator[Path]:
     yield from (p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith("."))
 
 
-def _read_record(cell: Cell) -> CellRecord:
-    key, config_file = cell.key, cell.dir / "config.json"
-    stored = read_json(config_file, StoreError)
-    config = stored.get("config") if isinstance(stored, dict) else None
-    if not isinstance(config, dict) or not isinstance(stored.get("hash"), str):
-        raise StoreError(f"{config_file} must be an object with a string 'hash' and a 'config' object")
-    store_format = stored.get("format", 1)
-    identity = config.get("cell", config)  # format 1 kept the coordinates at the top level
-    # The directory names the cell; a config that says otherwise means files were moved or mixed up.
-    for name in ("task", "pair", "method", "seed"):
-        if name in identity and identity[name] != getattr(key, name):
-            raise StoreError(f"{config_file}: config {name} {identity[name]!r} does not match its directory "
-                             f"({getattr(key, name)!r})")
-    if (config.get("role") == TEACHER) != (key.method == TEACHER):
-        raise StoreError(f"{config_file}: role {config.get('role')!r} does not fit method {key.method!r}")
-    headline = config.get("headline_metric")
-    if not isinstance(headline, str):
-        raise StoreError(f"{config_file}: config has no 'headline_metric'")
-    metrics = _read_metrics(cell.dir / "metrics.json")
-    if headline not in metrics:
-        raise StoreError(f"{config_file}: headline metric {headline!r} is not among metrics {sorted(metrics)}")
-    method = config.get("method") if isinstance(config.get("method"), dict) else {}
-    changed = method.get("changed") if isinstance(method.get("changed"), dict) else {}
-    return CellRecord(key.task, key.pair, key.method, key.seed, stored["hash"], headline, metrics,
-                      **_costs(cell.run_info()), higher_is_better=bool(config.get("higher_is_better", True)),
-                      changed=", ".join(f"{name}={value}" for name, value in sorted(changed.items())),
-                      store_format=store_format)
+def _stored_format(cell: Cell) -> int | None:
+    """The store format the cell's ``config.json`` records (1: none recorded), or None when it cannot be read."""
+    value = (cell.stored_config() or {"format": None}).get("format", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [record for _, record in read_jsonl(path, StoreError)]
 
 
 def _read_metrics(path: Path) -> dict[str, float]:
@@ -448,9 +571,10 @@ def _read_metrics(path: Path) -> dict[str, float]:
     return {name: float(value) for name, value in sorted(metrics.items())}
 
 
-def _costs(run: dict[str, Any]) -> dict[str, float | None]:
-    """Wall time, training time per step and peak memory from ``run.json``; each optional, as is the file itself.
-    A resumed cell's step time counts only the steps it ran."""
+def _costs(run: Any) -> dict[str, float | None]:
+    """Wall time, training time per step and peak memory from ``run.json``'s content; each optional (format 1
+    stores may lack the file). A resumed cell's step time counts only the steps it ran."""
+    run = run if isinstance(run, dict) else {}
     train = run.get("train") if isinstance(run.get("train"), dict) else {}
     steps_run = (_finite(train.get("steps")) or 0) - (_finite(train.get("resumed_from_step")) or 0)
     train_wall = _finite(train.get("wall_time_s"))
@@ -461,29 +585,26 @@ def _costs(run: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-def _parse_line(line: str, where: str) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as error:
-        raise StoreError(f"{where}: invalid JSON ({error.msg})") from None
-
-
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
-def _headline_metrics(cells: list[CellRecord]) -> dict[str, str]:
-    headline: dict[str, str] = {}
+def _one_headline_per_task(cells: list[CellRecord]) -> tuple[list[CellRecord], list[DamagedCell]]:
+    """The cells that agree with their task's headline metric (the one most of its cells name; on a tie, the first
+    by name), and the others as damaged: a table must not mix two metrics."""
+    names: dict[str, Counter[str]] = {}
     for cell in cells:
-        if headline.setdefault(cell.task, cell.headline_metric) != cell.headline_metric:
-            raise StoreError(
-                f"task {cell.task!r} has two headline metrics, {headline[cell.task]!r} and {cell.headline_metric!r} "
-                f"(seen in {cell.pair}/{cell.method}/seed{cell.seed})"
-            )
-    return dict(sorted(headline.items()))
+        names.setdefault(cell.task, Counter())[cell.headline_metric] += 1
+    chosen = {task: min(counts, key=lambda name: (-counts[name], name)) for task, counts in names.items()}
+    kept = [cell for cell in cells if cell.headline_metric == chosen[cell.task]]
+    mismatched = [DamagedCell(f"{c.task}/{c.pair}/{c.method}/seed{c.seed}",
+                              f"headline metric {c.headline_metric!r} differs from {chosen[c.task]!r}, the one the "
+                              f"task's other cells name") for c in cells if c.headline_metric != chosen[c.task]]
+    return kept, mismatched
 
 
 __all__ = [
     "STORE_FORMAT", "TEACHER", "UNTRAINED", "SFT", "REFERENCE_METHODS", "StoreError", "CellKey", "Cell", "CellLock",
-    "CellRecord", "FailedCell", "SkippedPair", "StoreScan", "Store", "scan_store", "config_hash",
+    "CellRecord", "DamagedCell", "FailedCell", "SkippedPair", "StoreScan", "Store", "scan_store", "config_hash",
+    "failure_reason", "usable_name",
 ]

@@ -33,7 +33,7 @@ def render_leaderboards(
     ``config`` always give byte-identical files (fixed resampling seed).
     """
     scan = scan_store(runs_dir)
-    if not (scan.cells or scan.failed or scan.skipped):
+    if not (scan.cells or scan.failed or scan.skipped or scan.damaged):
         raise ValueError(f"no completed cells under {scan.root} (and no failed cells or skipped pairs to report)")
     analysis = analyze(scan, config)
     document = build_document(scan, analysis)

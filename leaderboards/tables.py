@@ -87,7 +87,8 @@ def build_document(scan: StoreScan, analysis: Analysis) -> Document:
                       scan.changed_configs(task))
         for task in sorted(cells)
     )
-    return Document("CTKD-Bench leaderboard", _intro(analysis), sections, (_failed(scan), _skipped(scan)))
+    appendix = (_failed(scan), *((_damaged(scan),) if scan.damaged else ()), _skipped(scan))
+    return Document("CTKD-Bench leaderboard", _intro(analysis), sections, appendix)
 
 
 def _intro(analysis: Analysis) -> tuple[str, ...]:
@@ -282,6 +283,13 @@ def _cost_cell(stats: CellStats | None) -> Cell:
 def _failed(scan: StoreScan) -> Table:
     rows = tuple(tuple(Cell(v, v) for v in (f.task, f.pair, f.method, str(f.seed), f.reason)) for f in scan.failed)
     return Table("Failed cells", "", ("task", "pair", "method", "seed", "reason"), rows, numeric=False)
+
+
+def _damaged(scan: StoreScan) -> Table:
+    """Finished cells whose files cannot be trusted: left out of every table above; the next run re-runs them."""
+    rows = tuple((Cell(d.where, d.where), Cell(d.reason, d.reason)) for d in scan.damaged)
+    return Table("Damaged cells", "Left out of the tables above; the next run of the grid re-runs them.",
+                 ("cell", "problem"), rows, numeric=False)
 
 
 def _skipped(scan: StoreScan) -> Table:

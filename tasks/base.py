@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 
-from benchmark.files import read_json as read_json_file
+from benchmark.files import read_json as read_json_file, read_jsonl as read_jsonl_file
 from benchmark.registry import Registry
 from tasks.metrics import ROUGE, SQUAD, Metric
 
@@ -239,18 +238,8 @@ def read_json(path: Path) -> Any:
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(where, record)`` for each non-blank line of a JSON Lines file; ``where`` is ``"<file>, line <n>"``."""
-    with require_file(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            yield where, record
+    for number, record in read_jsonl_file(require_file(path), DataError):
+        yield f"{path}, line {number}", record
 
 
 def read_csv(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
@@ -263,6 +252,8 @@ def read_csv(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
                 yield f"{path}, row {number}", row
         except csv.Error as err:
             raise DataError(f"{path}, row {number + 1}: unreadable CSV ({err})") from None
+        except UnicodeDecodeError as err:  # decoded in blocks: the bad byte is at or after this row
+            raise DataError(f"{path}, row {number + 1} or later: not UTF-8 text ({err.reason})") from None
 
 
 def as_object(value: Any, where: str) -> dict[str, Any]:

@@ -2,24 +2,24 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Sequence
 
 from benchmark.cli import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="result store to read (default: runs/)")
-    parser.add_argument("--out", type=Path, default=None, help="where to write (default: the result store)")
+    parser.add_argument("--runs", default="runs", help="result store to read (default: runs/)")
+    parser.add_argument("--out", default=None, help="where to write (default: the result store)")
 
 
 def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from benchmark.preflight import directory
     from leaderboards import render_leaderboards
 
-    if not args.runs.is_dir():
-        raise UsageError(f"--runs {str(args.runs)!r} is not a directory")
+    runs = directory(args.runs, "--runs", must_exist=True)
+    out = directory(args.out if args.out is not None else args.runs, "--out", writable=True)
     try:
-        written = render_leaderboards(args.runs, args.out)
+        written = render_leaderboards(runs, out)
     except ValueError as error:
         raise UsageError(str(error)) from None
     for name, path in written.items():

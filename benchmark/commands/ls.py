@@ -19,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.what == "methods":
-        from benchmark.resolve import load_methods_or_fail
+        from benchmark.preflight import methods_with_includes
 
-        methods = load_methods_or_fail(args.include)
+        methods = methods_with_includes(args.include)
         for name in methods.names():
             default = methods.get(name)()  # what the method needs with its default config
             print(f"{name}\tteacher: {default.teacher_needs}\t{methods.description(name)}")
@@ -39,7 +39,9 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     else:
         from benchmark.pairs import PAIRS, pair_status
 
-        cache = args.cache_dir or default_cache_dir()
+        from benchmark.preflight import directory
+
+        cache = directory(args.cache_dir if args.cache_dir is not None else str(default_cache_dir()), "--cache-dir")
         for name in PAIRS.names():
             pair = PAIRS.get(name)
             reason = pair_status(pair, cache)

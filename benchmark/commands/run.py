@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from benchmark.cli import UsageError
 from benchmark.config import SECTION_TYPES, ConfigError, RunOptions
+from benchmark.files import describe_os_error
 
 DATACLASSES = (RunOptions, *SECTION_TYPES)  # the parser generates one flag per field
 _SETTING_FIELDS = {f.name: f"{section.name}.{f.name}" for section in SECTION_TYPES for f in dataclasses.fields(section)}
@@ -30,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from benchmark.data_fetch import fetch_allowed
     from benchmark.grid import FAILED_STATUSES, Grid, summarize
+    from benchmark.preflight import load_task_data
     from benchmark.resolve import flag_error, resolve_run
     from tasks.base import DataError
 
@@ -40,9 +42,16 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise flag_error(error) from None
     if options.workers not in (None, 1) and options.executor != "gpus":
         raise UsageError(f"--workers {options.workers}: more than one worker needs --executor gpus")
+    if options.workers is not None and options.workers > (cores := os.cpu_count() or 1):
+        raise UsageError(f"--workers {options.workers}: expected at most {cores}, the CPU cores here (each worker is a "
+                         "process holding its own models)")
     run = resolve_run(options, {path: values[name] for name, path in _SETTING_FIELDS.items() if name in values})
     started = time.perf_counter()
-    grid = Grid(run, data_sha256=_verified_data(run, fetch=fetch_allowed() and not options.dry_run))
+    # The data, before any model loads: its files checked against their releases (fetched first where allowed),
+    # then every record of the selected tasks parsed once; the grid reuses the parsed tasks.
+    data_sha256 = _verified_data(run, fetch=fetch_allowed() and not options.dry_run)
+    run = dataclasses.replace(run, task_adapters=load_task_data(run.tasks, run.data_dir, run.settings))
+    grid = Grid(run, data_sha256=data_sha256)
     try:
         if options.executor == "gpus" and not options.dry_run:
             outcomes = _run_with_workers(grid, options.workers, argv)
@@ -53,15 +62,25 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if options.dry_run:
         return 0
     print(summarize(outcomes))
+    failed = any(o.status in FAILED_STATUSES for o in outcomes)
     if options.leaderboard:
-        from leaderboards import render_leaderboards
-
-        written = render_leaderboards(grid.store.root)
-        print(written["leaderboard.md"].read_text())
-        for name, path in written.items():
-            print(f"{name}: {path}")
+        try:
+            _print_leaderboard(grid.store.root)
+        except OSError as error:  # e.g. the disk filled up: the cells are stored, the tables can be rendered later
+            print(f"leaderboard not written: {describe_os_error(error)}; render it later with `run_bench.py "
+                  f"leaderboard --runs {grid.store.root}`")
+            failed = True
     print(f"results: {grid.store.root}/<task>/<pair>/<method>/seed<k>/  wall time {time.perf_counter() - started:.0f} s")
-    return 1 if any(o.status in FAILED_STATUSES for o in outcomes) else 0
+    return 1 if failed else 0
+
+
+def _print_leaderboard(root: Any) -> None:
+    from leaderboards import render_leaderboards
+
+    written = render_leaderboards(root)
+    print(written["leaderboard.md"].read_text())
+    for name, path in written.items():
+        print(f"{name}: {path}")
 
 
 def _verified_data(run: Any, fetch: bool) -> dict[str, str]:

@@ -1,10 +1,10 @@
-"""``--executor gpus``: worker environments, bad input, and a two-worker grid on CPU that runs every cell once."""
+"""``--executor gpus``: worker environments and a two-worker grid on CPU that runs every cell once (its bad input:
+``test_bad_input.py``)."""
 import json
 import re
 
 import pytest
 
-from benchmark.cli import main
 from benchmark.executors import worker_environments
 from tests.core.test_cli import FAST, TINY, needs_data, run_cli
 
@@ -25,20 +25,6 @@ def test_cpu_workers_share_the_cores():
     assert worker_environments(4, 0, 2)[0]["OMP_NUM_THREADS"] == "1"
     with pytest.raises(ValueError, match="no CUDA device is visible; pass --workers N"):
         worker_environments(None, cuda_devices=0, cpu_cores=8)
-
-
-@pytest.mark.parametrize(
-    "args,expected",
-    [
-        (["--workers", "2"], "--workers 2: more than one worker needs --executor gpus"),
-        (["--executor", "slurm"], "argument --executor: invalid choice: 'slurm'"),
-        (["--executor", "gpus", "--workers", "0"], "--workers 0: expected a number > 0"),
-    ],
-)
-def test_bad_executor_input_is_one_line_and_exit_code_2(args, expected, capsys):
-    assert main([*args, "--dry-run"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert expected in err and len(err.splitlines()) == 1
 
 
 @needs_data

@@ -23,18 +23,25 @@ def test_config_hash_is_order_independent_and_value_sensitive():
     assert len(config_hash({"a": 1})) == 64
 
 
+def cell_config(key: CellKey, **values) -> dict:
+    """A cell config as the grid writes it (what the store checks of it: coordinates, role, headline metric)."""
+    return {"cell": {"task": key.task, "pair": key.pair, "method": key.method, "seed": key.seed},
+            "role": "teacher" if key.method == "teacher" else "student", "headline_metric": "f1", **values}
+
+
 def test_done_only_with_marker_and_same_hash(tmp_path):
-    cell = Store(tmp_path).cell(CellKey("qed", "p", "sft", 1))
-    digest = cell.start({"x": 1})
+    key = CellKey("qed", "p", "sft", 1)
+    cell = Store(tmp_path).cell(key)
+    digest = cell.start(cell_config(key, x=1))
     assert json.loads((cell.dir / "config.json").read_text())["format"] == STORE_FORMAT
     assert not cell.is_done(digest)  # no DONE yet
-    cell.finish({"f1": 50.0}, [{"id": "1", "prediction": "a"}], {"wall_time_s": 1.0})
-    assert cell.is_done(digest)
-    assert not cell.is_done(config_hash({"x": 2}))
+    cell.finish({"f1": 50.0}, [{"id": "1", "prediction": "a"}], {"wall_time_s": 1.0, "config_hash": digest})
+    assert cell.is_done(digest) and cell.damage() is None
+    assert not cell.is_done(config_hash(cell_config(key, x=2)))
     assert json.loads((cell.dir / "metrics.json").read_text()) == {"f1": 50.0}
     assert (cell.dir / "predictions.jsonl").read_text().count("\n") == 1
     # Restarting the cell clears DONE before anything else is written.
-    cell.start({"x": 1})
+    cell.start(cell_config(key, x=1))
     assert not (cell.dir / "DONE").exists()
 
 
@@ -129,3 +136,14 @@ def test_peak_memory_window_is_the_cells_not_the_processes():
     assert first["peak_memory_scope"] == second["peak_memory_scope"] == "window"
     assert first["peak_memory_kind"] == "cpu_resident"
     assert first["peak_memory_mb"] - second["peak_memory_mb"] > 48
+
+
+def test_a_disk_error_a_library_re_raised_is_named_as_one():
+    from benchmark.store import failure_reason
+
+    error = RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert failure_reason(error) == ("RuntimeError: Error while serializing: I/O error: No space left on device (os "
+                                     "error 28) (the disk is full: free space, then run the same command again)")
+    assert failure_reason(ValueError("bad value\nsecond line")) == "ValueError: bad value"
+    assert failure_reason(PermissionError(13, "Permission denied", "/x/run.json")) == (
+        "PermissionError: Permission denied: '/x/run.json' (no permission: choose a writable --output or --cache-dir)")

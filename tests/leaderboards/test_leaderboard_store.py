@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from benchmark.store import StoreError, scan_store
+from benchmark.store import DamagedCell, StoreError, scan_store
 
 
 def test_only_cells_with_done_are_scored(store) -> None:
@@ -63,33 +63,47 @@ def test_skipped_pairs_are_read(store) -> None:
     assert (skipped.pair, skipped.reason) == ("llama2-7b-chat-opt-350m", "weights not reachable offline")
 
 
-def test_config_that_contradicts_its_directory_is_an_error(store) -> None:
+def test_config_that_contradicts_its_directory_is_a_damaged_cell(store) -> None:
     cell_dir = store.cell("qed", "p", "mlot", 1, {"f1": 50.0})
+    store.cell("qed", "p", "sft", 1, {"f1": 40.0})
     config = json.loads((cell_dir / "config.json").read_text())
     config["config"]["seed"] = 2
     (cell_dir / "config.json").write_text(json.dumps(config))
-    with pytest.raises(StoreError, match="seed"):
-        scan_store(store.root)
+    scan = scan_store(store.root)
+    assert [c.method for c in scan.cells] == ["sft"]
+    assert scan.damaged == (DamagedCell("qed/p/mlot/seed1", "config.json: config seed 2 does not match its directory "
+                                                            "(1)"),)
 
 
-def test_headline_metric_must_be_measured(store) -> None:
+def test_unmeasured_headline_metric_is_a_damaged_cell(store) -> None:
     store.cell("dialogsum", "p", "mlot", 1, {"rouge1": 30.0}, headline="rougeL")
-    with pytest.raises(StoreError, match="rougeL"):
-        scan_store(store.root)
+    scan = scan_store(store.root)
+    assert scan.cells == () and "headline metric 'rougeL' is not among metrics ['rouge1']" in scan.damaged[0].reason
 
 
-def test_one_headline_metric_per_task(store) -> None:
+def test_cells_naming_another_headline_metric_than_their_task_are_damaged(store) -> None:
     store.cell("qed", "p", "mlot", 1, {"f1": 50.0, "exact_match": 40.0})
+    store.cell("qed", "p", "uld", 1, {"f1": 50.0, "exact_match": 40.0})
     store.cell("qed", "p", "sft", 1, {"f1": 50.0, "exact_match": 40.0}, headline="exact_match")
-    with pytest.raises(StoreError, match="two headline metrics"):
-        scan_store(store.root)
+    scan = scan_store(store.root)
+    assert [c.method for c in scan.cells] == ["mlot", "uld"] and scan.headline_metrics == {"qed": "f1"}
+    assert [(d.where, d.reason) for d in scan.damaged] == [
+        ("qed/p/sft/seed1", "headline metric 'exact_match' differs from 'f1', the one the task's other cells name")]
 
 
-def test_missing_metrics_file_is_an_error(store) -> None:
-    cell_dir = store.cell("qed", "p", "mlot", 1, {"f1": 50.0})
-    (cell_dir / "metrics.json").unlink()
-    with pytest.raises(StoreError, match="metrics.json is missing"):
-        scan_store(store.root)
+def test_missing_or_torn_files_are_damaged_cells(store) -> None:
+    (store.cell("qed", "p", "mlot", 1, {"f1": 50.0}) / "metrics.json").unlink()
+    (store.cell("qed", "p", "mlot", 2, {"f1": 50.0}) / "metrics.json").write_text('{"f1": 5')
+    store.skipped([{"pair": "x", "reason": "y"}])
+    (store.root / "skipped_pairs.json").write_text("[{")
+    scan = scan_store(store.root)
+    assert scan.cells == () and scan.skipped == ()
+    assert [(d.where, d.reason) for d in scan.damaged] == [
+        ("qed/p/mlot/seed1", "metrics.json is missing"),
+        ("qed/p/mlot/seed2", "metrics.json, line 1: invalid JSON (Expecting ',' delimiter)"),
+        ("skipped_pairs.json", "skipped_pairs.json, line 1: invalid JSON (Expecting property name enclosed in "
+                               "double quotes)"),
+    ]
 
 
 def test_missing_store_directory(tmp_path) -> None:
