@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from benchmark.cli import UsageError
+from benchmark.store import config_hash
 from benchmark.cli import main as cli_main
 from benchmark.collate import ViewEncoder
 from benchmark.commands import export_lm_eval as command
@@ -75,15 +76,15 @@ def test_settings_from_a_budget_and_from_a_cell(tmp_path: Path) -> None:
               "eval": {"limit_eval": 8, "max_new_tokens": 64}}
     cell = tmp_path / "dialogsum" / "p" / "sft" / "seed1"
     cell.mkdir(parents=True)
-    (cell / "config.json").write_text(json.dumps({"format": 2, "hash": "h", "config": config}))
+    (cell / "config.json").write_text(json.dumps({"format": 2, "hash": config_hash(config), "config": config}))
     assert LmEvalSettings.from_cell(cell) == ("dialogsum", LmEvalSettings(PromptFormat("plain", 1, 0, 200), 8, 64))
     config["eval_prompt"] = {**prompt, "version": PROMPT_VERSION + 1}
-    (cell / "config.json").write_text(json.dumps({"format": 2, "hash": "h", "config": config}))
+    (cell / "config.json").write_text(json.dumps({"format": 2, "hash": config_hash(config), "config": config}))
     with pytest.raises(CellConfigError, match=f"its prompts are version {PROMPT_VERSION + 1}"):
         LmEvalSettings.from_cell(cell)
     with pytest.raises(CellConfigError, match="nope is not a cell directory"):
         LmEvalSettings.from_cell(tmp_path / "nope")
-    (cell / "config.json").write_text(json.dumps({"hash": "h", "config": config}))  # a store before format 2
+    (cell / "config.json").write_text(json.dumps({"hash": config_hash(config), "config": config}))  # format 1
     with pytest.raises(CellConfigError, match="is in store format 1, this code reads format 2; re-run the cell"):
         LmEvalSettings.from_cell(cell)
 
@@ -98,7 +99,7 @@ def test_command_exports_and_rejects_bad_input(tmp_path: Path, capsys: pytest.Ca
     assert "--tasks ctkd --include_path" in capsys.readouterr().out
     for argv, message in [
         (["--tasks", "qedd"], "--tasks: unknown task 'qedd'"),
-        (["--limit-eval", "0"], "--limit-eval 0: expected a number > 0"),
+        (["--limit-eval", "0"], "--limit-eval 0: expected an integer > 0"),
         (["--data-dir", str(tmp_path), "--tasks", "qed"], "data directory for task 'qed' not found"),
         (["--like-cell", str(tmp_path), "--tasks", "qed"], "--like-cell takes the task, the prompt and the examples"),
         (["--like-cell", str(tmp_path)], "--like-cell " + str(tmp_path) + " is not a cell directory"),

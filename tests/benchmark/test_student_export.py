@@ -22,7 +22,7 @@ from benchmark.models import OFFLINE_MODELS, TINY_FAMILIES, ModelSpec, build_tin
 from benchmark.pairs import SMOLLM2
 from benchmark.paths import default_data_dir
 from benchmark.prompting import PromptFormat
-from benchmark.store import scan_store
+from benchmark.store import config_hash, scan_store
 from benchmark.student_export import (CellError, cell_intervals, export_student, model_card, saved_student,
                                         write_model_card)
 from tasks import load as load_task
@@ -80,12 +80,13 @@ def fake_cell(root: Path, method: str = "uld", done: bool = True, student: bool 
     cell = root / "qed" / "tiny-qwen2-to-gpt2" / method / "seed3"
     cell.mkdir(parents=True)
     config = {"cell": {"task": "qed", "pair": "tiny-qwen2-to-gpt2", "method": method, "seed": 3},
+              "role": "teacher" if method == "teacher" else "student", "headline_metric": "f1",
               "eval": {"limit_eval": 16, "max_new_tokens": 32},
               "eval_prompt": {"style": "plain", "shots": 0, "shot_seed": 0, "max_prompt_tokens": 256, "version": 1},
               "method": {"config": {"alpha": 0.5}, "teacher_needs": "topk_logits"},
               "train": {"epochs": 1.0, "learning_rate": 1e-4, "batch_size": 4, "grad_accum": 2},
               "train_data": {"limit_train": 8}, "teacher": {"teacher_prep": "as-is"}}
-    (cell / "config.json").write_text(json.dumps({"format": 2, "hash": "c0ffee" * 10 + "abcd", "config": config}))
+    (cell / "config.json").write_text(json.dumps({"format": 2, "hash": config_hash(config), "config": config}))
     (cell / "run.json").write_text(json.dumps({"budget": "smoke", "git_commit": "1234abc", "git_dirty": True,
                                                "eval": {"n_examples": 16.0}}))
     (cell / "metrics.json").write_text(json.dumps({"f1": 41.256, "exact_match": 25.0}))
@@ -104,9 +105,11 @@ def front_matter(card: str) -> dict:
 
 
 def test_model_card_states_the_cell_and_its_scores(tmp_path: Path) -> None:
-    card = model_card(fake_cell(tmp_path))
+    cell = fake_cell(tmp_path)
+    card = model_card(cell)
+    stored_hash = json.loads((cell / "config.json").read_text())["hash"]
     for fact in ("`uld` (alpha=0.5)", "`tiny-qwen2-to-gpt2`", "`qed`, headline metric `f1`", "`smoke`: 8 training examples, 1.0 epochs, lr 0.0001, batch 4×2, teacher as-is",
-                 "| seed | 3 |", "`1234abc (uncommitted changes)`", "`" + "c0ffee" * 10 + "abcd`",
+                 "| seed | 3 |", "`1234abc (uncommitted changes)`", f"`{stored_hash}`",
                  "plain, 0 shots, at most 256 tokens", "at most 32 new tokens", "16 examples",
                  "| **f1** | 41.26 |", "| exact_match | 25.00 |", "--tasks ctkd_qed"):
         assert fact in card, fact
