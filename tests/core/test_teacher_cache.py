@@ -187,3 +187,24 @@ def test_cached_token_logits_and_subset_masses_equal_live_at_every_labelled_row(
     exact.prepare(resources)
     exact_kd = float(exact.loss(batch, logits, direct, torch.tensor(0.0))["kd"])
     assert 0 < float(bound.loss(batch, logits, cached, torch.tensor(0.0))["kd"]) <= exact_kd + 1e-6
+
+
+def test_one_cache_per_run_stores_what_its_cached_methods_read_and_nothing_else(tmp_path):
+    """The run's cache key gains the per-row values only when a cached method reads them: a run of uld and mlot keeps
+    the key (and the entries) it had before these values existed; a live method adds nothing."""
+    from benchmark.teacher import Teachers, row_values_key
+    from methods.alm import ALM, ALMConfig
+    from methods.eta_kl import EtaKL, EtaKLConfig
+    from methods.gold import GOLD, GOLDConfig, GOLDOnPolicy
+    from methods.mlot import MLOT
+    from methods.uld import ULD
+
+    def stored(*methods):
+        teachers = Teachers.for_methods(tmp_path, methods)
+        return teachers.token_logits, teachers.subsets
+
+    assert stored(ULD(), MLOT()) == (False, ()) and row_values_key(False, {}) == {}
+    assert stored(ULD(), EtaKL(), GOLD(GOLDConfig(hybrid=True)), GOLDOnPolicy()) == (False, ())  # all live but uld
+    assert stored(ULD(), GOLD()) == (True, ())
+    assert stored(ALM(ALMConfig(append_space=False))) == (True, ())
+    assert stored(ALM(), EtaKL(EtaKLConfig(signal="topk")), MLOT()) == (True, ("boundary", "shared"))
