@@ -56,8 +56,9 @@ class ViewEncoder:
     def prompt_text(self, example: Example) -> str:
         return self.render(example).text
 
-    def encode(self, example: Example, answer: str | None = None) -> EncodedView:
-        """Encode ``example`` with ``answer`` as target (default: the example's reference answer)."""
+    def encode(self, example: Example, answer: str | None = None, complete: bool = True) -> EncodedView:
+        """Encode ``example`` with ``answer`` as target (default: the example's reference answer), ended by EOS
+        unless the answer is cut by ``max_answer_tokens`` or not ``complete`` (a sample that hit its length limit)."""
         answer = example.answer if answer is None else answer
         rendered = self.render(example)
         prompt_ids = self.tokenizer(rendered.text, add_special_tokens=True)["input_ids"]
@@ -67,7 +68,7 @@ class ViewEncoder:
         shift = len(rendered.answer_prefix)
         offsets = [_bare_span(start - shift, end - shift, len(answer)) for start, end in encoded["offset_mapping"][: len(ids)]]
         eos = self.tokenizer.eos_token_id
-        if eos is not None and len(encoded["input_ids"]) <= self.max_answer_tokens:
+        if eos is not None and complete and len(encoded["input_ids"]) <= self.max_answer_tokens:
             ids.append(eos)
             offsets.append((-1, -1))
         return EncodedView(
@@ -131,13 +132,23 @@ class PairCollator:
             self._cache[key] = encoder.encode(example, answer)
         return self._cache[key]
 
-    def __call__(self, examples: Sequence[Example], answers: Sequence[str] | None = None) -> DistillBatch:
+    def _views(self, side: str, encoder: ViewEncoder, examples: Sequence[Example], answers: Sequence[str],
+               complete: Sequence[bool] | None) -> list[EncodedView]:
+        if complete is None:
+            return [self._encode(side, encoder, e, a) for e, a in zip(examples, answers)]
+        return [encoder.encode(e, a, done) for e, a, done in zip(examples, answers, complete)]
+
+    def __call__(self, examples: Sequence[Example], answers: Sequence[str] | None = None,
+                 complete: Sequence[bool] | None = None) -> DistillBatch:
+        """The batch of ``examples`` with ``answers`` as targets. Answers given with ``complete`` flags are the
+        student's own samples (on-policy): encoded afresh, never cached (each is seen once), and ended by EOS only
+        where the student ended them."""
         answers = [e.answer for e in examples] if answers is None else list(answers)
-        student_views = [self._encode("s", self.student, e, a) for e, a in zip(examples, answers)]
-        student = stack_views(student_views, _pad_id(self.student.tokenizer))
+        student = stack_views(self._views("s", self.student, examples, answers, complete),
+                              _pad_id(self.student.tokenizer))
         if self.teacher is not None:
-            teacher_views = [self._encode("t", self.teacher, e, a) for e, a in zip(examples, answers)]
-            teacher = stack_views(teacher_views, _pad_id(self.teacher.tokenizer))
+            teacher = stack_views(self._views("t", self.teacher, examples, answers, complete),
+                                  _pad_id(self.teacher.tokenizer))
         else:
             teacher = student  # no teacher view needed (e.g. SFT); methods that need one declare it
         return DistillBatch(ids=[e.id for e in examples], answers=answers, student=student, teacher=teacher)

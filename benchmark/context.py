@@ -2,21 +2,24 @@
 fingerprint, the example subsets, and each cell's config (whose hash decides whether a finished cell is reused)."""
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from benchmark.collate import ViewEncoder
 from benchmark.config import Settings, hashed_fields
 from benchmark.models import ModelSpec
+from benchmark.pair_cache import OVERLAP_ANSWERS, cached_text_overlap, cached_vocabulary_overlap
 from benchmark.pairs import Pair
 from benchmark.prompting import PromptFormat
 from benchmark.store import TEACHER, CellKey
 from benchmark.teacher import resolve_teacher_spec
 from methods.base import Method
+from methods.token_text import VocabInfo
 from tasks.base import Example, Task
 from tasks.registry import data_fingerprint
 
@@ -60,6 +63,7 @@ class TaskPairContext:
     data_fingerprint: str
     max_new_tokens: int
     _subsets: dict[str, list[Example]] = field(default_factory=dict, compare=False, repr=False)
+    _overlap: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, task: Task, pair: Pair, settings: Settings, cache_dir: Path) -> "TaskPairContext":
@@ -95,6 +99,25 @@ class TaskPairContext:
         if split not in self._subsets:
             self._subsets[split] = subset(self.task.load(split), limit)  # type: ignore[arg-type]
         return self._subsets[split]
+
+    # -- the pair's overlap (methods-spec §19) --------------------------------------------------------------------
+    def overlap(self, load_tokenizers: Callable[[], tuple[Any, Any]]) -> dict[str, Any]:
+        """What ``run.json`` records as ``overlap``: the pair's vocabulary overlap, and its text overlap on this
+        task's training answers (up to :data:`OVERLAP_ANSWERS`, a fixed-seed subset) encoded as the collator encodes
+        them; each cached per pair (:mod:`benchmark.pair_cache`) and computed once per context from the
+        ``(student, teacher)`` tokenizers ``load_tokenizers`` returns (called only then)."""
+        if not self._overlap:
+            student_tokenizer, teacher_tokenizer = load_tokenizers()
+            directory = Path(self.cache_dir) / "pairs"
+            vocabulary = cached_vocabulary_overlap(VocabInfo.from_tokenizer(student_tokenizer),
+                                                   VocabInfo.from_tokenizer(teacher_tokenizer), directory)
+            answers = subset(self.train_pool(), OVERLAP_ANSWERS)
+            prefixes = tuple(self.encoder(tokenizer, fmt).render(answers[0]).answer_prefix for tokenizer, fmt in
+                             ((student_tokenizer, self.student_format), (teacher_tokenizer, self.teacher_format)))
+            text = cached_text_overlap(student_tokenizer, teacher_tokenizer, [e.answer for e in answers],
+                                       prefixes, self.task.name, self.data_fingerprint, directory)  # type: ignore[arg-type]
+            self._overlap.update(vocabulary=dataclasses.asdict(vocabulary), text=dataclasses.asdict(text))
+        return dict(self._overlap)
 
     # -- the cell's config ---------------------------------------------------------------------------------------
     def cell_config(self, key: CellKey, method: Method | None) -> dict[str, Any]:

@@ -43,9 +43,9 @@ class Grid:
         """``data_sha256``: the verified data files (path under the data directory -> sha256), for run.json."""
         self.run_config, self.log = run, log
         self.store = Store(run.options.output)
-        # One teacher cache serves every top-k method of the run: it stores each temperature any of them reads.
+        # One teacher cache serves every top-k method of the run: it stores each temperature and row value they read.
         methods = [METHODS.get(name)(run.method_configs[name]) for name in run.methods]
-        self.teachers = Teachers(run.cache_dir, log, temperatures={t for m in methods for t in m.teacher_temperatures})
+        self.teachers = Teachers.for_methods(run.cache_dir, methods, log)
         self.cell_options = CellOptions(budget=run.budget, save_students=run.options.save_students,
                                         data_sha256=dict(data_sha256 or {}))
         # One start time for all workers of a run: ``--force`` re-runs what was done before it, not what they did.

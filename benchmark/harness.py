@@ -2,7 +2,8 @@
 
 Methods differ only in their loss. The harness owns data order, cross-entropy on answer tokens, AdamW, the
 schedule, gradient accumulation with token-exact CE normalisation, clipping, checkpoints and resume, and the
-per-step log. fp32 on CPU, bf16 autocast on GPU.
+per-step log; for an on-policy method, also which micro-batches hold the student's own samples
+(:mod:`benchmark.on_policy`). fp32 on CPU, bf16 autocast on GPU.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from benchmark.collate import PairCollator
 from benchmark.config import TrainSettings
+from benchmark.on_policy import OnPolicyBatches, check_on_policy_teacher
 from methods.base import Method
 from methods.batch import DistillBatch, TeacherOutputs, TokenView
 from tasks.base import Example
@@ -161,6 +163,7 @@ def train(
     in ``checkpoint_dir`` when there is one, and leaves the final state there."""
     if method.teacher_needs in ("topk_logits", "full_logits", "hidden_states") and teacher is None:
         raise ValueError(f"method {method.name!r} needs teacher {method.teacher_needs} but no teacher source was given")
+    check_on_policy_teacher(method, teacher)
     torch.manual_seed(seed)
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     student.train()
@@ -173,11 +176,19 @@ def train(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _truncate_log(log_path, start_step)
     answers = list(answers) if answers is not None else [e.answer for e in examples]
+    on_policy = OnPolicyBatches(collator, method, seed) if method.on_policy_fraction > 0 else None
 
     started, tokens_seen = time.perf_counter(), 0
     bar = tqdm(total=len(plan), initial=start_step, desc=f"train {method.name}", unit="step", leave=False)
     for step in range(start_step, len(plan)):
-        batches = [collator([examples[i] for i in idx], [answers[i] for i in idx]) for idx in plan[step]]
+        parts = [[examples[i] for i in idx] for idx in plan[step]]
+        targets = [[answers[i] for i in idx] for idx in plan[step]]
+        sampled: dict[str, Any] = {}
+        if on_policy is None:
+            batches = [collator(part, answer) for part, answer in zip(parts, targets)]
+        else:  # some micro-batches become the student's own samples, scored by the live teacher
+            with accelerator.autocast():
+                batches, sampled = on_policy.step(accelerator.unwrap_model(student), step, parts, targets)
         step_tokens = sum(int((b.student.labels != -100).sum()) for b in batches)
         logged: dict[str, float] = {}
         for micro, batch in enumerate(batches):
@@ -203,7 +214,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - started
         record = {"step": step + 1, **logged, "grad_norm": float(grad_norm), "lr": lr,
-                  "answer_tokens": step_tokens, "elapsed_s": elapsed}
+                  "answer_tokens": step_tokens, **sampled, "elapsed_s": elapsed}
         with open(log_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         bar.set_postfix(loss=f"{logged['loss']:.4f}", tok_s=f"{tokens_seen / max(elapsed, 1e-9):.0f}")

@@ -4,20 +4,26 @@ Methods ask :class:`methods.resources.PairResources` for derived data; this subc
 ``<cache_dir>/pairs/`` and builds what is missing under a file lock (grid workers build an entry once). Each entry is
 a ``.npy`` array plus a JSON manifest holding its key and the array's checksum, written last, both atomically: a
 stale or partial entry is detected and rebuilt, never used.
+
+The pair's overlap (methods-spec §19) is kept here too, as one JSON file per entry holding its key: the vocabulary
+overlap per pair (keyed by both tokenizers' fingerprints), and the text overlap per pair and task (also keyed by the
+task's data fingerprint and the answer prefixes the two prompt formats put before an answer).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from benchmark.build_lock import build_lock
 from benchmark.digest import digest
 from benchmark.files import write_atomic
+from methods.overlap import TextOverlap, VocabularyOverlap, measure_text_overlap, vocabulary_overlap
 from methods.resources import PairResources
 from methods.token_text import VocabInfo
 from methods.vocab_map import MAP_VERSION, VocabMap, build_vocab_map
@@ -78,3 +84,66 @@ def _save(vocab_map: VocabMap, array_path: Path, manifest_path: Path, keys: Mapp
     }
     write_atomic(array_path, data)
     write_atomic(manifest_path, json.dumps(manifest, indent=1))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Overlap of a pair (methods-spec §19)
+# --------------------------------------------------------------------------------------------------------------
+OVERLAP_VERSION = 1  # bump when methods.overlap changes what it measures
+OVERLAP_ANSWERS = 2000  # training answers the text overlap reads (a fixed-seed subset beyond that) [suite]
+
+
+def cached_vocabulary_overlap(student: VocabInfo, teacher: VocabInfo, directory: Path) -> VocabularyOverlap:
+    """O_V, NeMo's normalisation and the Jaccard index of the pair's vocabularies, measured once per pair."""
+    keys = {"kind": "vocabulary-overlap", "version": OVERLAP_VERSION, "student": student.fingerprint(),
+            "teacher": teacher.fingerprint()}
+    values = _cached_json(directory, keys, lambda: dataclasses.asdict(vocabulary_overlap(student, teacher)))
+    return VocabularyOverlap(**values)
+
+
+def indexed_vocabulary_overlap(identity: Mapping[str, Any], load_vocabs: Callable[[], tuple[VocabInfo, VocabInfo]],
+                               directory: Path) -> VocabularyOverlap:
+    """:func:`cached_vocabulary_overlap` behind an index keyed by the pair's declared ``identity`` (both model
+    specs' fingerprints, which pin what a tokenizer is read from), so that once measured, listing the pairs loads no
+    tokenizer; ``load_vocabs`` returns the ``(student, teacher)`` vocabularies when the index has no entry."""
+    keys = {"kind": "vocabulary-overlap-index", "version": OVERLAP_VERSION, **identity}
+    values = _cached_json(directory, keys, lambda: dataclasses.asdict(
+        cached_vocabulary_overlap(*load_vocabs(), directory)))
+    return VocabularyOverlap(**values)
+
+
+def cached_text_overlap(student_tokenizer: Any, teacher_tokenizer: Any, answers: Sequence[str],
+                        prefixes: tuple[str, str], task: str, data: str, directory: Path) -> TextOverlap:
+    """O_T and the other text-overlap measures of the pair on a task's training ``answers`` (encoded after each
+    side's answer ``prefixes``), measured once per pair, task data and prefixes."""
+    keys = {"kind": "text-overlap", "version": OVERLAP_VERSION,
+            "student": VocabInfo.from_tokenizer(student_tokenizer).fingerprint(),
+            "teacher": VocabInfo.from_tokenizer(teacher_tokenizer).fingerprint(), "task": task, "data": data,
+            "prefixes": list(prefixes), "answers": digest(list(answers), short=True)}
+    values = _cached_json(directory, keys, lambda: dataclasses.asdict(
+        measure_text_overlap(student_tokenizer, teacher_tokenizer, answers, *prefixes)))
+    return TextOverlap(**values)
+
+
+def _cached_json(directory: Path, keys: Mapping[str, Any], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The values stored for ``keys`` in ``directory``, built (by one process; the others wait) when missing,
+    unreadable or stored for other keys."""
+    path = Path(directory) / f"{digest(keys, short=True)}.json"
+
+    def load() -> dict[str, Any] | None:
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return entry["values"] if isinstance(entry, dict) and entry.get("key") == dict(keys) else None
+
+    cached = load()
+    if cached is not None:
+        return cached
+    with build_lock(path):
+        cached = load()  # another worker may have built it while this one waited
+        if cached is not None:
+            return cached
+        values = build()
+        write_atomic(path, json.dumps({"key": dict(keys), "values": values}, indent=1))
+    return values

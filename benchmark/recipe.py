@@ -18,7 +18,7 @@ from benchmark.context import TaskPairContext
 from benchmark.evaluation import EvalResult, evaluate
 from benchmark.harness import TeacherSource, TrainStats, train
 from benchmark.memory import PeakMemory
-from benchmark.models import load_model
+from benchmark.models import load_model, load_tokenizer
 from benchmark.pair_cache import CachedPairResources
 from benchmark.prompting import PromptFormat
 from benchmark.provenance import environment_info
@@ -138,6 +138,8 @@ class CellRecipe:
             "settings": self.ctx.settings.to_dict(), "seed": self.key.seed,
             "student_prompt": self.ctx.student_format.key(), "teacher_prompt": self.ctx.teacher_format.key(),
             "wall_time_s": wall, **memory.read(), "eval": result.stats,
+            "overlap": self.ctx.overlap(lambda: (load_tokenizer(self.ctx.pair.student, cache_dir=self.ctx.cache_dir),
+                                                 self.teachers.tokenizer(self.ctx))),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 

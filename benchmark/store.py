@@ -290,7 +290,7 @@ class Cell:
         return CellRecord(key.task, key.pair, key.method, key.seed, stored["hash"], headline, metrics,
                           **_costs(run), higher_is_better=bool(config.get("higher_is_better", True)),
                           changed=", ".join(f"{name}={value}" for name, value in sorted(changed.items())),
-                          store_format=store_format)
+                          store_format=store_format, **_overlap(run if isinstance(run, dict) else {}))
 
     def _sound_config(self) -> tuple[dict[str, Any], int]:
         """``config.json`` and its store format, checked: it parses, its format is one this version reads, its hash
@@ -391,6 +391,8 @@ class CellRecord:
     higher_is_better: bool = True  # the headline metric's direction (format 1 stores hold F1 and ROUGE only)
     changed: str = ""  # the method config fields that differ from the method's defaults, e.g. "mode=exact"
     store_format: int = STORE_FORMAT
+    vocabulary_overlap: float | None = None  # the pair's O_V (run.json "overlap"; methods-spec §19)
+    text_overlap: float | None = None  # the pair's O_T on the task's training answers
 
 
 @dataclass(frozen=True)
@@ -430,6 +432,14 @@ class StoreScan:
     def higher_is_better(self, task: str) -> bool:
         """Whether the task's headline metric improves upwards (as its cells record)."""
         return next((cell.higher_is_better for cell in self.cells if cell.task == task), True)
+
+    def overlaps(self, task: str) -> dict[str, tuple[float | None, float | None]]:
+        """pair -> (O_V, O_T) as the task's cells recorded them (the first cell that recorded any), sorted."""
+        found: dict[str, tuple[float | None, float | None]] = {}
+        for cell in self.cells:
+            if cell.task == task and cell.pair not in found and cell.vocabulary_overlap is not None:
+                found[cell.pair] = (cell.vocabulary_overlap, cell.text_overlap)
+        return dict(sorted(found.items()))
 
     def changed_configs(self, task: str) -> dict[str, list[str]]:
         """method -> the distinct non-default configurations its cells of ``task`` were trained with."""
@@ -583,6 +593,14 @@ def _costs(run: Any) -> dict[str, float | None]:
         "train_s_per_step": train_wall / steps_run if train_wall is not None and steps_run > 0 else None,
         "peak_memory_mb": _finite(run.get("peak_memory_mb")),
     }
+
+
+def _overlap(run: dict[str, Any]) -> dict[str, float | None]:
+    """O_V and O_T from ``run.json``'s ``overlap`` (absent from stores written before it was recorded)."""
+    overlap = run.get("overlap") if isinstance(run.get("overlap"), dict) else {}
+    vocabulary, text = (overlap.get(part) if isinstance(overlap.get(part), dict) else {} for part in ("vocabulary", "text"))
+    return {"vocabulary_overlap": _finite(vocabulary.get("student_share")),
+            "text_overlap": _finite(text.get("one_to_one_share"))}
 
 
 def _finite(value: Any) -> float | None:

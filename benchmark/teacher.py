@@ -6,7 +6,10 @@ teacher's logits and hidden states. Every cached entry is keyed by :func:`teache
   full-vocabulary log-normaliser ``logsumexp(z / tau)`` at every answer row for tau = 1 and every temperature the
   run's methods declare (``Method.teacher_temperatures``), so top-k log-probabilities and the tail mass are exact at
   each of them; one safetensors file plus a manifest. Methods whose ``teacher_needs`` is ``topk_logits`` train from
-  it without loading the teacher.
+  it without loading the teacher. Where a run's methods declare them (``Method.teacher_token_logprobs``,
+  ``Method.teacher_subsets``), the cache also stores the logit of the teacher's own answer token and
+  ``logsumexp(z[S] / tau)`` of named vocabulary subsets S per row (only then are they part of the key, so entries
+  built without them stay valid). Rows are stored for every labelled answer token, the final EOS included.
 * Text cache: the teacher's greedy answers for SeqKD, appended as they are generated so a crash loses nothing.
 
 A stale or partial entry is detected (its manifest holds the full key and the data size) and rebuilt, never used.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -33,6 +36,8 @@ from benchmark.pairs import Pair
 from benchmark.prompting import PromptFormat
 from methods.base import Method
 from methods.batch import DistillBatch, TeacherOutputs, log_normalisers
+from methods.token_text import VocabInfo
+from methods.vocab_subsets import teacher_subset
 from tasks.base import Example
 
 if TYPE_CHECKING:
@@ -81,6 +86,8 @@ class LiveTeacher:
     cost gigabytes per batch and most of the teacher's time.
     """
 
+    live = True  # scores any batch, e.g. the student's own samples (on-policy methods)
+
     def __init__(self, model: Any, hidden_states: bool = False, bf16: bool = False) -> None:
         self.model = model.eval().requires_grad_(False)
         self.hidden_states, self.bf16 = hidden_states, bf16
@@ -103,14 +110,25 @@ class Teachers:
     """The teacher side of a run: serves each cell the teacher signal its method declares it needs."""
 
     def __init__(self, cache_dir: Path, log: Callable[[str], None] = print, outputs_dir: Path | None = None,
-                 temperatures: Iterable[float] = ()) -> None:
+                 temperatures: Iterable[float] = (), token_logits: bool = False, subsets: Iterable[str] = ()) -> None:
         """``cache_dir`` holds the models; the cached teacher outputs go to ``outputs_dir`` (default
-        ``<cache_dir>/teacher``). ``temperatures``: the log-normalisers a top-k cache stores besides tau = 1 (the
-        union over the run's methods, so one cache serves them all)."""
+        ``<cache_dir>/teacher``). ``temperatures``: the log-normalisers a top-k cache stores besides tau = 1;
+        ``token_logits`` and ``subsets``: the per-row values it stores besides the top-k (each the union over the
+        run's methods, :meth:`for_methods`, so one cache serves them all)."""
         self.cache_dir, self.log = Path(cache_dir), log
         self.outputs_dir = Path(outputs_dir) if outputs_dir is not None else self.cache_dir / "teacher"
         self.temperatures = tuple(sorted({float(t) for t in temperatures} - {1.0}))
+        self.token_logits, self.subsets = token_logits, tuple(sorted(set(subsets)))
         self._loaded: tuple[str, Any, Any] | None = None  # (spec fingerprint, model, tokenizer)
+
+    @classmethod
+    def for_methods(cls, cache_dir: Path, methods: Iterable[Method], log: Callable[[str], None] = print) -> "Teachers":
+        """The teacher side of a run of ``methods``: its top-k cache stores what any of them reads."""
+        methods = list(methods)
+        cached = [m for m in methods if m.teacher_needs == "topk_logits"]
+        return cls(cache_dir, log, temperatures={t for m in methods for t in m.teacher_temperatures},
+                   token_logits=any(m.teacher_token_logprobs for m in cached),
+                   subsets={name for m in cached for name in m.teacher_subsets})
 
     # -- the model -----------------------------------------------------------------------------------------------
     def model(self, ctx: "TaskPairContext") -> tuple[Any, Any]:
@@ -168,10 +186,21 @@ class Teachers:
         if missing:
             raise ValueError(f"method {method.name!r} reads the teacher at temperature(s) {missing}, which this run's "
                              f"teacher cache does not store (it stores {[1.0, *self.temperatures]})")
+        subsets = self._subset_ids(collator, sorted({*self.subsets, *method.teacher_subsets}))
         key = self.key(ctx, "topk", k=k, examples=examples_digest(examples, answers),
-                       temperatures=list(self.temperatures))
+                       temperatures=list(self.temperatures),
+                       **row_values_key(self.token_logits or method.teacher_token_logprobs, subsets))
         return ensure_topk_cache(self.outputs_dir, key, live, collator, examples, answers,
-                                 ctx.settings.eval.eval_batch_size)
+                                 ctx.settings.eval.eval_batch_size, subsets)
+
+    @staticmethod
+    def _subset_ids(collator: PairCollator, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The teacher ids of each named vocabulary subset, from the collator's two tokenizers."""
+        if not names:
+            return {}
+        assert collator.teacher is not None
+        student, teacher = (VocabInfo.from_tokenizer(e.tokenizer) for e in (collator.student, collator.teacher))
+        return {name: teacher_subset(name, student, teacher) for name in names}
 
     def answers(self, ctx: "TaskPairContext", examples: list[Example]) -> list[str]:
         """The teacher's greedy answers for ``examples`` (SeqKD targets), generated once and cached."""
@@ -189,8 +218,19 @@ def examples_digest(examples: Sequence[Example], answers: Sequence[str]) -> str:
     return digest([[e.id for e in examples], list(answers)], short=True)
 
 
+def row_values_key(token_logits: bool, subsets: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The part of a top-k cache key naming the per-row values it stores besides the top-k: empty when there are
+    none, so the keys of caches built before these values existed do not change."""
+    key: dict[str, Any] = {"token_logits": True} if token_logits else {}
+    if subsets:
+        key["subsets"] = {name: digest(ids.tolist(), short=True) for name, ids in sorted(subsets.items())}
+    return key
+
+
 class TopkCache:
     """Loads or builds the top-k teacher outputs for a fixed list of examples; serves batches as TeacherOutputs."""
+
+    live = False  # serves only the examples and answers it was built from
 
     def __init__(self, root: Path, key: dict[str, Any]) -> None:
         self.key = key
@@ -207,6 +247,11 @@ class TopkCache:
         """The temperatures besides 1 whose log-normalisers the cache stores."""
         return tuple(self.key.get("temperatures", ()))
 
+    @property
+    def subsets(self) -> dict[str, str]:
+        """Name -> ids digest of the vocabulary subsets whose log-normalisers the cache stores."""
+        return dict(self.key.get("subsets", {}))
+
     def is_complete(self) -> bool:
         manifest = self.dir / "manifest.json"
         data = self.dir / "topk.safetensors"
@@ -219,18 +264,21 @@ class TopkCache:
         return meta.get("key") == json.loads(canonical_json(self.key)) and meta.get("bytes") == data.stat().st_size
 
     def build(self, teacher: LiveTeacher, collator: PairCollator, examples: Sequence[Example],
-              answers: Sequence[str], batch_size: int) -> None:
-        """Run the teacher over every example and write the cache (data first, manifest last)."""
-        rows: dict[str, list[torch.Tensor]] = {name: [] for name in ("topk_logits", "topk_ids", *self._normaliser_names)}
+              answers: Sequence[str], batch_size: int, subsets: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Run the teacher over every example and write the cache (data first, manifest last). ``subsets``: the
+        teacher ids of each vocabulary subset the key names."""
+        subsets = dict(subsets or {})
+        if {name: digest(ids.tolist(), short=True) for name, ids in subsets.items()} != self.subsets:
+            raise ValueError(f"teacher cache {self.dir}: the subsets given do not match its key {self.subsets}")
+        rows: dict[str, list[torch.Tensor]] = {name: [] for name in ("topk_logits", "topk_ids", *self._row_value_names)}
         starts = [0]
         for start in tqdm(range(0, len(examples), batch_size), desc="teacher top-k cache", unit="batch", leave=False):
             batch = collator(examples[start : start + batch_size], answers[start : start + batch_size])
             out = teacher.outputs(batch)
             assert out.logits is not None
             values, ids = torch.topk(out.logits, min(self.k, out.logits.size(-1)), dim=-1)
-            normalisers = log_normalisers(out.logits, (1.0, *self.temperatures))
             per_row = {"topk_logits": values.float(), "topk_ids": ids.to(torch.int32),
-                       **{name: normalisers[tau] for name, tau in self._normaliser_names.items()}}
+                       **self._row_values(out.logits, batch.teacher.answer_ids.to(out.logits.device), subsets)}
             lengths = (batch.teacher.labels != -100).sum(1).tolist()
             for b, n in enumerate(lengths):
                 for name, tensor in per_row.items():
@@ -256,6 +304,30 @@ class TopkCache:
         """Stored tensor name -> temperature of each log-normaliser (``logsumexp`` is tau = 1)."""
         return {"logsumexp": 1.0, **{f"logsumexp@{tau:g}": tau for tau in self.temperatures}}
 
+    @property
+    def _subset_names(self) -> dict[str, tuple[str, float]]:
+        """Stored tensor name -> (subset, temperature) of each subset log-normaliser."""
+        return {name.replace("logsumexp", f"logsumexp[{subset}]"): (subset, tau)
+                for subset in self.subsets for name, tau in self._normaliser_names.items()}
+
+    @property
+    def _row_value_names(self) -> list[str]:
+        """Every stored per-row scalar: the normalisers, the answer token's logit, the subset normalisers."""
+        return [*self._normaliser_names, *(["token_logit"] if self.key.get("token_logits") else []),
+                *self._subset_names]
+
+    def _row_values(self, logits: torch.Tensor, answer_ids: torch.Tensor,
+                    subsets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The per-row scalars of ``[B, A, V]`` teacher logits, by stored name."""
+        taus = (1.0, *self.temperatures)
+        normalisers = log_normalisers(logits, taus)
+        values = {name: normalisers[tau] for name, tau in self._normaliser_names.items()}
+        if self.key.get("token_logits"):
+            values["token_logit"] = logits.float().gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
+        by_subset = {subset: log_normalisers(logits[..., ids.to(logits.device)], taus) for subset, ids in subsets.items()}
+        values |= {name: by_subset[subset][tau] for name, (subset, tau) in self._subset_names.items()}
+        return values
+
     def size_bytes(self) -> int:
         return (self.dir / "topk.safetensors").stat().st_size
 
@@ -274,11 +346,10 @@ class TopkCache:
         view = batch.teacher
         width = view.answer_ids.size(1)
         device = view.answer_ids.device
-        k = rows["topk_logits"].size(-1)
-        topk_logits = torch.full((len(batch.ids), width, k), float("-inf"))
-        topk_ids = torch.zeros((len(batch.ids), width, k), dtype=torch.long)
-        normalisers = {name: torch.zeros((len(batch.ids), width)) for name in self._normaliser_names}
         lengths = (view.labels != -100).sum(1).tolist()
+        names = ["topk_logits", "topk_ids", *self._row_value_names]
+        served = {name: torch.zeros((len(batch.ids), width, *rows[name].shape[1:]), dtype=rows[name].dtype)
+                  for name in names}
         for b, example_id in enumerate(batch.ids):
             if example_id not in self._index:
                 raise StaleCacheError(f"example {example_id!r} is not in teacher cache {self.dir}")
@@ -288,20 +359,20 @@ class TopkCache:
                 raise StaleCacheError(
                     f"teacher cache {self.dir} has {end - start} rows for {example_id!r}, the batch has {lengths[b]} answer tokens"
                 )
-            topk_logits[b, : end - start] = rows["topk_logits"][start:end]
-            topk_ids[b, : end - start] = rows["topk_ids"][start:end].long()
-            for name, tensor in normalisers.items():
-                tensor[b, : end - start] = rows[name][start:end]
-        # Masked rows get a harmless finite distribution (uniform over the k slots).
-        topk_logits = torch.where(view.answer_mask.cpu().unsqueeze(-1), topk_logits, torch.zeros_like(topk_logits))
-        by_tau = {self._normaliser_names[name]: tensor.to(device) for name, tensor in normalisers.items()}
+            for name in names:
+                served[name][b, : end - start] = rows[name][start:end]
+        # Every labelled row (the EOS row included) holds the teacher's values; padding rows hold zeros, a harmless
+        # finite distribution (uniform over the k slots).
+        by_tau = {tau: served[name].to(device) for name, tau in self._normaliser_names.items()}
         return TeacherOutputs(
             mask=view.answer_mask,
-            topk_logits=topk_logits.to(device),
-            topk_ids=topk_ids.to(device),
+            topk_logits=served["topk_logits"].to(device),
+            topk_ids=served["topk_ids"].long().to(device),
             logsumexp=by_tau.pop(1.0),
             tempered_logsumexp=by_tau,
             vocab_size=self._vocab_size,
+            token_logits=served["token_logit"].to(device) if "token_logit" in served else None,
+            subset_logsumexp={key: served[name].to(device) for name, key in self._subset_names.items()},
         )
 
 
@@ -313,13 +384,14 @@ def ensure_topk_cache(
     examples: Sequence[Example],
     answers: Sequence[str],
     batch_size: int,
+    subsets: Mapping[str, torch.Tensor] | None = None,
 ) -> TopkCache:
     """The cache for ``key``, built first (loading the teacher) when missing, partial or stale."""
     cache = TopkCache(root, key)
     if not cache.is_complete():
         with build_lock(cache.dir):
             if not cache.is_complete():  # another worker may have built it while this one waited
-                cache.build(load_teacher(), collator, examples, answers, batch_size)
+                cache.build(load_teacher(), collator, examples, answers, batch_size, subsets)
     return cache
 
 

@@ -84,7 +84,7 @@ def build_document(scan: StoreScan, analysis: Analysis) -> Document:
         infos[info.task].append(info)
     sections = tuple(
         _task_section(task, scan.headline_metrics[task], cells[task], comparisons[task], infos[task], analysis,
-                      scan.changed_configs(task))
+                      scan.changed_configs(task), scan.overlaps(task))
         for task in sorted(cells)
     )
     appendix = (_failed(scan), *((_damaged(scan),) if scan.damaged else ()), _skipped(scan))
@@ -123,6 +123,7 @@ def _task_section(
     infos: list[TableInfo],
     analysis: Analysis,
     changed: dict[str, list[str]],
+    overlaps: dict[str, tuple[float | None, float | None]],
 ) -> Section:
     pairs = sorted({pair for pair, _ in cells})
     methods = ordered_methods(method for _, method in cells)
@@ -132,6 +133,7 @@ def _task_section(
     if seed_counts[-1] == 1:
         lines[0] += " One seed: the intervals cover the sampling of evaluation examples, not training-seed variance."
     lines += [_table_line(info, analysis) for info in infos]
+    lines += [_overlap_line(pair, *values) for pair, values in overlaps.items()]
     if changed:
         lines.append("Trained with settings other than the method's defaults: "
                      + "; ".join(f"{method}: {' | '.join(variants)}" for method, variants in sorted(changed.items()))
@@ -163,6 +165,14 @@ def _table_line(info: TableInfo, analysis: Analysis) -> str:
                  f"power at α = {config.alpha:.2g} (spread of {methods} paired differences, {info.power_examples} "
                  f"examples, {info.power_seeds} seed{'s' if info.power_seeds > 1 else ''})").replace("%", " %")
     return f"{info.pair}: {clusters}; {power}."
+
+
+def _overlap_line(pair: str, vocabulary: float | None, text: float | None) -> str:
+    shown = " · ".join(f"{name} {MISSING if value is None else f'{value:.2f}'}"
+                       for name, value in (("O_V", vocabulary), ("O_T", text)))
+    return (f"{pair} overlap: {shown} (O_V: share of the student's vocabulary that a teacher token writes, "
+            f"byte for byte; O_T: share of the student's answer tokens aligned 1:1 with a teacher token on this "
+            f"task's training answers).")
 
 
 def _score_table(

@@ -19,6 +19,10 @@ chunk without a next row (the last chunk of an answer cut by the length limit) i
 chunk of its own (tokenkit pairs special tokens as placeholder chunks) unless ``specials`` is off. Logged:
 ``byte_coverage``, the share of the batch's answer bytes inside counting text chunks.
 
+Teacher signal: two scalars per teacher answer row, the log-probability of the teacher's own token and the
+boundary mass, so the method trains from a top-k cache that stores them (``teacher_token_logprobs``,
+``teacher_subsets``; exact, the EOS row included) or from a live teacher alike.
+
 Where this differs from tokenkit: chunks from our byte spans of the answer only (tokenkit aligns the whole sequence
 and masks the prompt); every answer token has a predicting row here, so no chunk is lost to tokenkit's missing row
 of token 0; the ``unbiased`` chunk kind needs corpus statistics and is not offered (§6.6).
@@ -36,9 +40,7 @@ from methods.base import MethodConfig
 from methods.batch import DistillBatch, TeacherOutputs
 from methods.registry import METHODS
 from methods.spans import ByteAlignedMethod, SideGroups, TokenizerPair, token_log_probs
-from methods.token_text import VocabInfo
-
-BOUNDARY_STARTS = (b" ", b"\t", b"\n")  # + special tokens: tokenkit's space_mask_mode space+tab+newline+special [code]
+from methods.vocab_subsets import boundary_ids
 
 
 @dataclass(frozen=True)
@@ -71,37 +73,43 @@ def binary_ce(teacher_ll: Tensor, student_ll: Tensor, temperature: float, epsilo
     return -(a.exp() * b + (-torch.expm1(a)) * log1mexp(b))
 
 
-def boundary_ids(info: VocabInfo) -> Tensor:
-    """Ids of the tokens after which a chunk may end: bytes starting with a space, tab or newline, or special."""
-    canon = info.canonicalizer()
-    specials = info.special_ids | set(info.roles.values())
-    ids = [i for token, i in info.vocab.items() if i in specials or canon.bytes_of(token)[:1] in BOUNDARY_STARTS]
-    return torch.tensor(sorted(ids), dtype=torch.long)
-
-
-
 @METHODS.register("alm")
 class ALM(ByteAlignedMethod):
-    """Approximate likelihood matching: binarised cross-entropy of chunk likelihoods (spec §6, §6.6)."""
+    """Approximate likelihood matching: binarised cross-entropy of chunk likelihoods (spec §6, §6.6).
+
+    The teacher side reads two scalars per answer row, the log-probability of the teacher's own token and (with
+    ``append_space``) the boundary mass, so a top-k cache that stores them serves it exactly.
+    """
 
     config_class = ALMConfig
-    teacher_needs = "full_logits"
+    teacher_needs = "topk_logits"
+    teacher_token_logprobs = True
+    teacher_subsets = ("boundary",)
     config: ALMConfig
+
+    def __init__(self, config: ALMConfig | None = None) -> None:
+        super().__init__(config)
+        self.teacher_subsets = ("boundary",) if self.config.append_space else ()  # type: ignore[misc]
 
     def prepare_pair(self, pair: TokenizerPair) -> None:
         super().prepare_pair(pair)
         self._boundaries = boundary_ids(pair.student), boundary_ids(pair.teacher)
 
     def loss(self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor) -> dict[str, Tensor]:
-        teacher_logits = self.teacher_logits(teacher)
+        teacher = self.require_teacher(teacher)
         cfg = self.config
         grouped = self.pair.group(batch)
         counted = grouped.mask if cfg.specials else grouped.mask & ~grouped.special
+        student_rows = batch.student.gather_answer_rows(student_logits).float()
+        student_boundary = teacher_boundary = None
+        if cfg.append_space:
+            boundary = self._boundaries[0].to(student_rows.device)
+            student_boundary = torch.logsumexp(student_rows[..., boundary], -1) - torch.logsumexp(student_rows, -1)
+            teacher_boundary = teacher.subset_log_mass("boundary", self._boundaries[1])
         student_ll, student_ok = self.chunk_log_likelihoods(
-            batch.student.gather_answer_rows(student_logits), batch.student.answer_ids, grouped.student,
-            grouped.special, self._boundaries[0])
+            token_log_probs(student_rows, batch.student.answer_ids), student_boundary, grouped.student, grouped.special)
         teacher_ll, teacher_ok = self.chunk_log_likelihoods(
-            teacher_logits, batch.teacher.answer_ids, grouped.teacher, grouped.special, self._boundaries[1])
+            teacher.token_logprobs(batch.teacher.answer_ids), teacher_boundary, grouped.teacher, grouped.special)
         counted = counted & student_ok & teacher_ok
         # Chunks that do not count get a harmless likelihood, so that nothing behind the mask can turn into NaN.
         safe = torch.tensor(-1.0, device=counted.device)
@@ -116,17 +124,17 @@ class ALM(ByteAlignedMethod):
         }
 
     def chunk_log_likelihoods(
-        self, rows: Tensor, ids: Tensor, side: SideGroups, special: Tensor, boundary: Tensor
+        self, token_logprobs: Tensor, boundary: Tensor | None, side: SideGroups, special: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """``[B, G]`` chunk log-likelihoods of one side (clipped at 0), and where they are defined."""
-        rows = rows.float()
-        log_likelihood = side.group_sum(token_log_probs(rows, ids))
-        if not self.config.append_space:
+        """``[B, G]`` chunk log-likelihoods of one side (clipped at 0), and where they are defined, from the
+        ``[B, A]`` log-probabilities of the side's answer tokens and (``append_space``) the ``[B, A]`` boundary
+        log-mass of each answer row."""
+        log_likelihood = side.group_sum(token_logprobs)
+        if boundary is None:
             return log_likelihood.clamp_max(0.0), torch.ones_like(special)
         following = side.last + 1
         has_next = following < side.tokens.unsqueeze(1)
-        next_rows = gather_rows(rows, following.clamp_max(rows.size(1) - 1))
-        boundary_mass = torch.logsumexp(next_rows[..., boundary.to(rows.device)], -1) - torch.logsumexp(next_rows, -1)
+        boundary_mass = gather_rows(boundary, following.clamp_max(boundary.size(1) - 1))
         # A special-token chunk (the EOS pair) ends the answer: nothing follows it to debias.
         log_likelihood = log_likelihood + torch.where(special, 0.0, boundary_mass)
         return log_likelihood.clamp_max(0.0), has_next | special

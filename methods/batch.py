@@ -67,8 +67,9 @@ class TeacherOutputs:
     """What the teacher contributes, at the teacher's answer rows (``[B, A_t, ...]``, left-justified).
 
     Either ``logits`` (full vocabulary, from a live teacher) or the cached top-k form (``topk_logits``,
-    ``topk_ids``, ``logsumexp``, ``tempered_logsumexp``) is present; :meth:`topk` serves top-k methods from both the
-    same way. Methods read the teacher through :meth:`topk` and :func:`full_teacher_logits`, which return detached
+    ``topk_ids``, ``logsumexp``, ``tempered_logsumexp``, and where a method declares them ``token_logits`` and
+    ``subset_logsumexp``) is present; :meth:`topk`, :meth:`token_logprobs` and :meth:`subset_log_mass` serve
+    methods from both the same way. Methods read the teacher through :meth:`topk` and :func:`full_teacher_logits`, which return detached
     tensors, so no loss sends gradient into the teacher (even one whose outputs require grad).
 
     Temperature. ``softmax(z / tau)`` ranks the vocabulary like ``z`` for every ``tau > 0`` (``z / tau`` is an
@@ -86,6 +87,11 @@ class TeacherOutputs:
     tempered_logsumexp: dict[float, Tensor] = field(default_factory=dict)  # tau -> [B, A_t] logsumexp(z / tau)
     vocab_size: int | None = None
     hidden_states: Tensor | None = None  # [B, L_t, H] last hidden layer, when a method asks for it
+    # Cached per-row values for the methods that read more than the top-k (Method.teacher_token_logprobs,
+    # Method.teacher_subsets): the raw logit of the teacher view's own answer token, and logsumexp(z[S] / tau) of
+    # named vocabulary subsets S (methods.vocab_subsets) at each cached temperature.
+    token_logits: Tensor | None = None  # [B, A_t] float
+    subset_logsumexp: dict[tuple[str, float], Tensor] = field(default_factory=dict)  # (name, tau) -> [B, A_t]
 
     def topk(self, k: int, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
         """Top-``k`` log-probabilities of ``softmax(z / temperature)`` over the FULL vocabulary (descending), their
@@ -113,6 +119,31 @@ class TeacherOutputs:
             ids, lse = self.topk_ids[..., :k], self._cached_log_normaliser(temperature)
         logprobs = values - lse.unsqueeze(-1)
         return logprobs, ids, torch.log1p(-logprobs.exp().sum(-1).clamp(max=1 - 1e-7))
+
+    def token_logprobs(self, ids: Tensor, temperature: float = 1.0) -> Tensor:
+        """``log softmax(z / temperature)[ids]`` at every answer row, ``[B, A_t]`` float32, detached. ``ids`` are the
+        teacher view's own answer ids (``batch.teacher.answer_ids``): a cache stores the logit of exactly those
+        tokens, so the cached value is exact, at every temperature whose normaliser it holds."""
+        if self.logits is not None:
+            logits = self.logits.detach().float() / temperature
+            return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        if self.token_logits is None:
+            raise ValueError("the teacher cache holds no answer-token logits; the method must declare "
+                             "teacher_token_logprobs = True (or read a live teacher)")
+        return self.token_logits.detach().float() / temperature - self._cached_log_normaliser(temperature)
+
+    def subset_log_mass(self, name: str, ids: Tensor, temperature: float = 1.0) -> Tensor:
+        """``log Σ_{v ∈ S} softmax(z / temperature)_v`` at every answer row, ``[B, A_t]`` float32, detached, for the
+        vocabulary subset ``S`` = ``ids``, which a cache stores under ``name`` (:mod:`methods.vocab_subsets`)."""
+        if self.logits is not None:
+            logits = self.logits.detach().float() / temperature
+            return torch.logsumexp(logits[..., ids.to(logits.device)], dim=-1) - torch.logsumexp(logits, dim=-1)
+        key = (name, float(temperature))
+        if key not in self.subset_logsumexp:
+            raise ValueError(f"the teacher cache holds no log-mass of vocabulary subset {name!r} at temperature "
+                             f"{temperature} (it holds {sorted(self.subset_logsumexp)}); the method must declare it "
+                             "in teacher_subsets")
+        return self.subset_logsumexp[key].detach().float() - self._cached_log_normaliser(temperature)
 
     def _cached_log_normaliser(self, temperature: float) -> Tensor:
         if temperature == 1.0 and self.logsumexp is not None:

@@ -25,8 +25,10 @@ Where this differs from TRL, and why:
 * the final EOS never joins a text group (it writes no bytes); TRL's ``skip_eos`` drops each side's last labelled
   token instead, whatever it is. With ``skip_eos=False`` the two EOS tokens form a group of their own;
 * a sample without any group is left out of the batch mean (TRL counts it as 0);
-* on-policy training (``gold-onpolicy``, TRL's ``lmbda`` = 0.5) needs student generations mid-training from the
-  harness; this loss is written to run unchanged on such batches, but no on-policy method is registered yet.
+* ``gold-onpolicy`` (TRL's ``lmbda`` = 0.5, spec §8.7): the same loss, with half of the micro-batches (a fixed-seed
+  draw each) replaced by the student's own samples (temperature 0.9, top-p 0.95, no top-k), which the harness
+  re-encodes for both tokenizers and the live teacher scores (:mod:`benchmark.on_policy`). TRL re-encodes the
+  completion for the teacher only and keeps the student's sampled ids.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ import torch
 from torch import Tensor
 
 from methods.alignment import gather_rows, sample_mean
-from methods.base import MethodConfig
+from methods.base import MethodConfig, Sampling
 from methods.batch import DistillBatch, TeacherOutputs
 from methods.divergences import generalized_jsd
 from methods.ot import append_tail, pad_last, rank_l1
@@ -82,20 +84,42 @@ class GOLDConfig(MethodConfig):
 
 @dataclass(frozen=True)
 class MergedSpans:
-    """One side's groups as merged vectors ``q̂ = exp(log_mass) · softmax(base)``."""
+    """One side's groups as merged vectors ``q̂ = exp(log_mass) · softmax(base)``: their ``k`` largest entries."""
 
-    base: Tensor  # [B, G, V] fp32 logits (at the temperature) of each group's base row
-    log_mass: Tensor  # [B, G] log of the product of the group's other scalars
+    top: Tensor  # [B, G, k] fp32 log of the merged vector's k largest entries, descending
+    log_mass: Tensor  # [B, G] log of the product of the group's other scalars (the vector's total mass)
     valid: Tensor  # [B, G] bool: every row the merge reads exists
+    base: Tensor | None = None  # [B, G, V] fp32 logits (at the temperature) of each group's base row (hybrid only)
 
 
 @METHODS.register("gold")
 class GOLD(ByteAlignedMethod):
-    """TRL's GOLD, off-policy: merged span probabilities compared by ULD, optionally hybrid (spec §8, §8.10)."""
+    """TRL's GOLD, off-policy: merged span probabilities compared by ULD, optionally hybrid (spec §8, §8.10).
+
+    Teacher signal: the ``bayesian`` merge of the non-hybrid loss reads, per teacher answer row, the log-probability
+    of the teacher's own token and the row's top-``k`` log-probabilities, which a top-k cache serves exactly; the
+    ``observed`` merge (a row's probability of the token before it) and the hybrid loss (matched vocabulary entries)
+    need the teacher's full logits.
+    """
 
     config_class = GOLDConfig
-    teacher_needs = "full_logits"
+    teacher_needs = "topk_logits"
+    topk_needed = GOLDConfig.k
+    teacher_token_logprobs = True
     config: GOLDConfig
+
+    def __init__(self, config: GOLDConfig | None = None) -> None:
+        super().__init__(config)
+        cached = self.reads_topk
+        self.teacher_needs = "topk_logits" if cached else "full_logits"  # type: ignore[misc]
+        self.topk_needed = self.config.k if cached else 0  # type: ignore[misc]
+        self.teacher_temperatures = (self.config.temperature,) if cached else ()  # type: ignore[misc]
+        self.teacher_token_logprobs = cached  # type: ignore[misc]
+
+    @property
+    def reads_topk(self) -> bool:
+        """True when the teacher side needs only token log-probabilities and top-k rows (see the class docstring)."""
+        return self.config.merge == "bayesian" and not self.config.hybrid
 
     def prepare_pair(self, pair: TokenizerPair) -> None:
         super().prepare_pair(pair)
@@ -105,22 +129,24 @@ class GOLD(ByteAlignedMethod):
             self._matched = torch.tensor(pairs.student, dtype=torch.long), torch.tensor(pairs.teacher, dtype=torch.long)
 
     def loss(self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor) -> dict[str, Tensor]:
-        teacher_logits = self.teacher_logits(teacher)
         cfg = self.config
         grouped = self.pair.group(batch)
         counted = grouped.mask & ~grouped.special if cfg.skip_eos else grouped.mask
         student = self.merge(batch.student.gather_answer_rows(student_logits), batch.student.answer_ids, grouped.student)
-        teacher_side = self.merge(teacher_logits, batch.teacher.answer_ids, grouped.teacher)
+        if self.reads_topk:
+            teacher_side = self.merge_outputs(self.require_teacher(teacher), batch.teacher.answer_ids, grouped.teacher)
+        else:
+            teacher_side = self.merge(self.teacher_logits(teacher), batch.teacher.answer_ids, grouped.teacher)
         counted = counted & student.valid & teacher_side.valid
         terms: dict[str, Tensor] = {}
         if cfg.hybrid:
             matched, unmatched = self._hybrid_parts(student, teacher_side)
-            matched_weight, unmatched_weight = self._hybrid_weights(teacher_logits.size(-1))
+            matched_weight, unmatched_weight = self._hybrid_weights(self.teacher_logits(teacher).size(-1))
             distance = matched_weight * matched + unmatched_weight * unmatched
             terms = {"gold_matched": sample_mean(matched, counted).detach(),
                      "gold_unmatched": sample_mean(unmatched, counted).detach()}
         else:
-            distance = self._sorted_l1(student, teacher_side)
+            distance = _rank_l1_with_tails(*((side.top.exp(), side.log_mass.exp()) for side in (teacher_side, student)))
         gold = sample_mean(distance, counted)
         return {
             "loss": cfg.ce_weight * ce + cfg.weight * gold,
@@ -132,39 +158,51 @@ class GOLD(ByteAlignedMethod):
         }
 
     def merge(self, rows: Tensor, ids: Tensor, side: SideGroups) -> MergedSpans:
-        """Merge each group of one side (``rows`` ``[B, A, V]``: the side's answer rows) as the config says."""
+        """Merge each group of one side from its full answer rows ``[B, A, V]``, as the config says."""
         rows = rows.float() / self.config.temperature
         shift = 1 if self.config.merge == "observed" else 0
-        scalars = token_log_probs(rows, ids, shift).clamp_min(math.log(FLOOR))
+        log_mass, base_rows, valid = self._spans(token_log_probs(rows, ids, shift), side, shift)
+        base = gather_rows(rows, base_rows)
+        return MergedSpans(self._top(base, base, log_mass), log_mass, valid, base)
+
+    def merge_outputs(self, teacher: TeacherOutputs, ids: Tensor, side: SideGroups) -> MergedSpans:
+        """The ``bayesian`` merge of the teacher's groups through :class:`TeacherOutputs`' token log-probabilities
+        and top-k (a cache and a live teacher give the same values)."""
+        temperature = self.config.temperature
+        log_mass, base_rows, valid = self._spans(teacher.token_logprobs(ids, temperature), side, 0)
+        top = gather_rows(teacher.topk(self.config.k, temperature)[0], base_rows)
+        return MergedSpans(top + log_mass.unsqueeze(-1), log_mass, valid)
+
+    def _spans(self, token_logprobs: Tensor, side: SideGroups, shift: int) -> tuple[Tensor, Tensor, Tensor]:
+        """From one side's ``[B, A]`` token log-probabilities: each group's log mass (the floored scalars of its
+        tokens other than the base), the row of its base distribution, and whether every row read exists."""
+        scalars = token_logprobs.clamp_min(math.log(FLOOR))
         base_token = side.last if self.config.merge == "bayesian" else side.first
         log_mass = side.group_sum(scalars) - scalars.gather(1, base_token)
-        base = gather_rows(rows, (base_token + shift).clamp_max(rows.size(1) - 1))
-        valid = side.last + shift < side.tokens.unsqueeze(1)
-        return MergedSpans(base, log_mass, valid)
+        base_rows = (base_token + shift).clamp_max(token_logprobs.size(1) - 1)
+        return log_mass, base_rows, side.last + shift < side.tokens.unsqueeze(1)
 
-    def _top(self, merged: MergedSpans, logits: Tensor, mass: Tensor) -> tuple[Tensor, Tensor]:
-        """The ``k`` largest entries of the merged vector ``exp(log_mass) · softmax(base)`` among ``logits`` (``base``,
-        or ``base`` with excluded columns at -inf), with the ``mass`` those entries are part of."""
+    def _top(self, logits: Tensor, base: Tensor, log_mass: Tensor) -> Tensor:
+        """Log of the ``k`` largest entries of the merged vector ``exp(log_mass) · softmax(base)`` among ``logits``
+        (``base``, or ``base`` with excluded columns at -inf)."""
         values = torch.topk(logits, min(self.config.k, logits.size(-1)), dim=-1).values
-        log_probs = values - torch.logsumexp(merged.base, -1, keepdim=True) + merged.log_mass.unsqueeze(-1)
-        return log_probs.exp(), mass
-
-    def _sorted_l1(self, student: MergedSpans, teacher: MergedSpans) -> Tensor:
-        sides = [self._top(side, side.base, side.log_mass.exp()) for side in (teacher, student)]
-        return _rank_l1_with_tails(*sides)
+        return values - torch.logsumexp(base, -1, keepdim=True) + log_mass.unsqueeze(-1)
 
     def _hybrid_parts(self, student: MergedSpans, teacher: MergedSpans) -> tuple[Tensor, Tensor]:
         """``[B, G]`` JSD_β on the matched vocabulary and sorted L1 on the rest (spec §8.6)."""
         assert self._matched is not None
         logs, unmatched = [], []
         for side, ids in ((teacher, self._matched[1]), (student, self._matched[0])):
-            matched_logits = side.base[..., ids.to(side.base.device)]
+            assert side.base is not None
+            ids = ids.to(side.base.device)
+            matched_logits = side.base[..., ids]
             log_norm = torch.logsumexp(side.base, -1)
             matched_log = matched_logits - log_norm.unsqueeze(-1) + side.log_mass.unsqueeze(-1)
             logs.append(matched_log.clamp_min(math.log(FLOOR)))
             matched_share = torch.logsumexp(matched_logits, -1) - log_norm
             rest = side.log_mass.exp() * (-torch.expm1(matched_share)).clamp_min(0.0)
-            unmatched.append(self._top(side, side.base.index_fill(-1, ids.to(side.base.device), float("-inf")), rest))
+            top = self._top(side.base.index_fill(-1, ids, float("-inf")), side.base, side.log_mass)
+            unmatched.append((top.exp(), rest))
         return generalized_jsd(logs[0], logs[1], self.config.beta), _rank_l1_with_tails(*unmatched)
 
     def _hybrid_weights(self, teacher_width: int) -> tuple[float, float]:
@@ -174,6 +212,47 @@ class GOLD(ByteAlignedMethod):
         assert self._matched is not None
         matched = len(self._matched[1]) / teacher_width
         return matched, 1.0 - matched
+
+
+@dataclass(frozen=True)
+class GOLDOnPolicyConfig(GOLDConfig):
+    """``gold`` plus TRL's on-policy fraction and sampling settings (GKDConfig / GOLDConfig defaults)."""
+
+    lmbda: float = 0.5  # share of micro-batches on the student's own samples [code: lmbda]
+    sampling_temperature: float = 0.9  # [code: temperature]
+    top_p: float = 0.95  # [code]
+    top_k: int = 0  # [code] 0: off
+    max_new_tokens: int = 128  # [code: max_completion_length]; also capped at data.max_answer_tokens [suite]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.lmbda <= 1.0:
+            raise ValueError(f"lmbda must be in [0, 1], got {self.lmbda}")
+        _ = self.sampling  # Sampling checks its fields when built
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(self.sampling_temperature, self.top_p, self.top_k, self.max_new_tokens)
+
+
+@METHODS.register("gold-onpolicy")
+class GOLDOnPolicy(GOLD):
+    """GOLD with TRL's on-policy fraction: micro-batches of the student's own samples, scored live (spec §8.7).
+
+    A share ``lmbda`` (0.5) of the micro-batches, each by a fixed-seed draw, hold the student's samples instead of
+    the dataset's answers; the loss is :class:`GOLD`'s, unchanged."""
+
+    config_class = GOLDOnPolicyConfig
+    teacher_needs = "full_logits"
+    on_policy_fraction = GOLDOnPolicyConfig.lmbda
+    config: GOLDOnPolicyConfig
+
+    def __init__(self, config: GOLDOnPolicyConfig | None = None) -> None:
+        super().__init__(config)
+        # Samples exist only during training, so no cache can hold the teacher's view of them: always live.
+        self.teacher_needs, self.topk_needed = "full_logits", 0  # type: ignore[misc]
+        self.teacher_temperatures, self.teacher_token_logprobs = (), False  # type: ignore[misc]
+        self.on_policy_fraction, self.sampling = self.config.lmbda, self.config.sampling  # type: ignore[misc]
 
 
 def _rank_l1_with_tails(teacher: tuple[Tensor, Tensor], student: tuple[Tensor, Tensor]) -> Tensor:

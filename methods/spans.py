@@ -321,6 +321,12 @@ class ByteAlignedMethod(Method):
             raise RuntimeError(f"{self.name}.prepare(resources) must run before the loss")
         return self._pair
 
+    def require_teacher(self, teacher: TeacherOutputs | None) -> TeacherOutputs:
+        """The teacher outputs (cached or live; methods read them through their detaching accessors)."""
+        if teacher is None:
+            raise ValueError(f"{self.name} needs teacher outputs (teacher_needs={self.teacher_needs!r})")
+        return teacher
+
     def teacher_logits(self, teacher: TeacherOutputs | None) -> Tensor:
         """The teacher's full answer-row logits, detached: the teacher is a constant of the loss, whatever the
         caller hands over."""

@@ -1,4 +1,5 @@
-"""Values, speed and memory of the KD losses (ULD, MultiLevelOT) against independent full-vocabulary references.
+"""Values, speed and memory of the KD losses (ULD, MultiLevelOT) against independent full-vocabulary references,
+and value and speed of the byte-aligned losses (GOLD, ALM, eta-kl).
 
 Run from the repository root::
 
@@ -15,6 +16,14 @@ Run from the repository root::
    loss and of its reference, the speed-up, and the loss time as a share of a forward+backward of a
    SmolLM2-135M-shaped student (a random ``LlamaConfig`` model, nothing downloaded) on the same batch; ULD exact
    against top-k. Timings on a shared CPU are noisy: compare ratios within one run only.
+
+3. The byte-aligned losses on a synthetic pair at the same shapes (``aligned_inputs``): both sides write the same
+   answer text, the teacher merging 8 pairs of student tokens per answer into one token (so 128 student tokens are
+   120 teacher tokens, in 112 one-to-one groups and 8 two-to-one groups), every fourth token starting with a space.
+   ``gold`` (k = 100, from the cache and from live logits) against ``gold`` with k = the teacher's vocabulary (the
+   full sort of TRL: the top-k + tail form is its lower bound); ``alm`` and ``eta-kl`` from live logits and from the
+   cache (``alm`` exact; ``eta-kl signal=topk`` a lower bound of the live KL). Median forward+backward time, and its
+   share of the student model's.
 
 Published shapes: batch 2, 128 student answer tokens (120 on the teacher side, a different tokenizer; the second
 sample 3 tokens shorter on both sides), student vocabulary 49,152 (SmolLM2), teacher vocabulary 151,936 (Qwen2.5).
@@ -44,9 +53,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmark.memory import PeakMemory
+from methods.alm import ALM
 from methods.batch import DistillBatch, TeacherOutputs, TokenView, log_normalisers
+from methods.eta_kl import EtaKL, EtaKLConfig
+from methods.gold import GOLD, GOLDConfig
 from methods.mlot import MLOT, MLOTConfig, MLOTOfficial, MLOTOfficialConfig
+from methods.spans import TokenizerPair
+from methods.token_text import VocabInfo
 from methods.uld import ULD, ULDConfig
+from methods.vocab_subsets import teacher_subset
 
 Terms = dict[str, Tensor]
 Run = Callable[[Tensor], Terms]
@@ -377,6 +392,88 @@ def student_model_seconds(shapes: Shapes, inputs: Inputs, repeats: int) -> float
     return statistics.median(seconds)
 
 
+# --- byte-aligned losses ----------------------------------------------------------------------------------------
+
+
+def aligned_inputs(shapes: Shapes, kind: str, device: torch.device) -> tuple[Inputs, TokenizerPair]:
+    """A batch whose two sides write one text (module docstring, 3.), both ending with EOS; its two vocabularies;
+    and the teacher's live and cached forms (the cache holding what ``gold``, ``alm`` and ``eta-kl`` read)."""
+    generator = torch.Generator().manual_seed(1)
+    student_text = ["<eos>"] + [f"{' ' if i % 4 == 0 else ''}s{i}" for i in range(1, shapes.student_vocab)]
+    merged: list[str] = []
+    student = token_view(shapes, shapes.student_answer, shapes.student_vocab, True, generator)
+    teacher = token_view(shapes, shapes.teacher_answer, shapes.teacher_vocab, True, generator)
+    answers: list[str] = []
+    for b, (n, n_teacher) in enumerate(zip(lengths(student), lengths(teacher))):
+        ids = torch.randint(1, shapes.student_vocab, (n,), generator=generator).tolist()
+        tokens = [student_text[i] for i in ids]
+        joined = set(range(0, n - 1, n // (n - n_teacher))[: n - n_teacher])  # student pairs the teacher writes as one
+        pieces, teacher_ids, i = [], [], 0
+        while i < n:
+            if i in joined:
+                merged.append(tokens[i] + tokens[i + 1])
+                pieces.append(merged[-1])
+                teacher_ids.append(shapes.student_vocab + len(merged) - 1)
+            else:
+                pieces.append(tokens[i])
+                teacher_ids.append(ids[i])
+            i += 2 if i in joined else 1
+        for view, row, strings in ((student, ids, tokens), (teacher, teacher_ids, pieces)):
+            start, row = int(view.answer_rows[b, 0]) + 1, torch.tensor([*row, 0])  # + EOS (id 0)
+            view.input_ids[b, start : start + len(row)] = view.labels[b, start : start + len(row)] = row
+            view.answer_ids[b, : len(row)] = row
+            view.answer_tokens.append([*strings, "<eos>"])
+        answers.append("".join(tokens))
+    teacher_text = student_text + merged
+    teacher_text += [f"t{j}" for j in range(shapes.teacher_vocab - len(teacher_text))]
+
+    def vocab(texts: list[str]) -> VocabInfo:
+        return VocabInfo({t: i for i, t in enumerate(texts)}, byte_level=False, special_ids=frozenset({0}),
+                         roles={"eos_token": 0})
+
+    pair = TokenizerPair(vocab(student_text), vocab(teacher_text))
+    batch = DistillBatch([f"ex{b}" for b in range(shapes.batch)], answers, student, teacher).to(device)
+    student_logits = LOGITS[kind](*student.input_ids.shape, shapes.student_vocab, generator=generator).to(device)
+    logits = LOGITS[kind](*teacher.answer_mask.shape, shapes.teacher_vocab, generator=generator).to(device)
+    mask = batch.teacher.answer_mask
+    values, ids = torch.topk(logits, CACHE_K, dim=-1)
+    subsets = {name: teacher_subset(name, pair.student, pair.teacher).to(device) for name in ("boundary", "shared")}
+    cached = TeacherOutputs(
+        mask, topk_logits=values, topk_ids=ids, logsumexp=torch.logsumexp(logits, -1), vocab_size=shapes.teacher_vocab,
+        token_logits=logits.gather(-1, batch.teacher.answer_ids.unsqueeze(-1)).squeeze(-1),
+        subset_logsumexp={(name, 1.0): torch.logsumexp(logits[..., ids], -1) for name, ids in subsets.items()})
+    live = TeacherOutputs(mask, logits=logits, vocab_size=shapes.teacher_vocab)
+    return Inputs(batch, student_logits, logits, live, cached, torch.tensor(2.0, device=device)), pair
+
+
+def aligned_rows(shapes: Shapes, inputs: Inputs, pair: TokenizerPair, repeats: int,
+                 student_seconds: float) -> list[tuple[str, ...]]:
+    """One line per byte-aligned loss: teacher form, value, reference value, relative difference, time, share."""
+    batch, ce = inputs.batch, inputs.ce
+    cached, live = f"cached top-{CACHE_K}", "live logits"
+    forms = {cached: inputs.cached, live: inputs.live}
+    methods = {"gold k=100": GOLD(), f"gold k={shapes.teacher_vocab}": GOLD(GOLDConfig(k=shapes.teacher_vocab)),
+               "alm": ALM(), "eta-kl": EtaKL(), "eta-kl signal=topk": EtaKL(EtaKLConfig(signal="topk"))}
+    for method in methods.values():
+        method.prepare_pair(pair)
+    reference = {"gold": (f"gold k={shapes.teacher_vocab}", live, "gold"), "alm": ("alm", live, "alm"),
+                 "eta-kl": ("eta-kl", live, "kd")}
+    runs = [("gold k=100", cached), ("gold k=100", live), (f"gold k={shapes.teacher_vocab}", live), ("alm", cached),
+            ("alm", live), ("eta-kl", live), ("eta-kl signal=topk", cached)]
+    rows = []
+    for name, form in runs:
+        run: Run = lambda z, m=methods[name], f=forms[form]: m.loss(batch, z, f, ce)  # noqa: E731
+        ref_name, ref_form, term = reference[name.split(" ")[0]]
+        with torch.no_grad():
+            ours = float(run(inputs.student_logits)[term])
+            expected = float(methods[ref_name].loss(batch, inputs.student_logits, forms[ref_form], ce)[term])
+        seconds = timed(run, inputs.student_logits, repeats)
+        rows.append((name, form, term, f"{ours:.6g}", f"{ref_name}, {ref_form}", f"{expected:.6g}",
+                     f"{relative_difference(ours, expected):.1e}", f"{1000 * seconds:.1f}",
+                     f"{100 * seconds / student_seconds:.1f}%"))
+    return rows
+
+
 # --- report --------------------------------------------------------------------------------------------------------
 
 
@@ -459,6 +556,10 @@ def main() -> None:
     print_rows(("loss", "ms", "peak MB", "reference", "ref ms", "ref peak MB", "speed-up", "share of student"), costs)
     exact, topk = seconds["uld exact, live logits"], seconds[f"uld topk, cached top-{CACHE_K}"]
     print(f"\nuld exact (live) takes {exact / topk:.1f}x the time of uld topk (cached top-{CACHE_K}) in this run")
+    print("\nByte-aligned losses on a synthetic pair (peaked logits; see the module docstring, 3.)")
+    aligned, pair = aligned_inputs(shapes, "peaked", device)
+    print_rows(("loss", "teacher", "term", "ours", "reference", "ref value", "rel diff", "ms", "share of student"),
+               aligned_rows(shapes, aligned, pair, args.repeats, seconds["student model"]))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """``run_bench.py ls {methods,pairs,tasks,data}``: what is registered, one line each, name first (``data``: each
-task's files, size, license and state here: present, missing or corrupt)."""
+task's files, size, license and state here: present, missing or corrupt; ``pairs``: whether the pair can run here
+and its vocabulary overlap, measured from the two tokenizers only, once per pair)."""
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 from benchmark.paths import default_cache_dir, resolve_data_dir
 
@@ -46,5 +48,30 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
             pair = PAIRS.get(name)
             reason = pair_status(pair, cache)
             status = "reachable" if reason is None else f"not reachable: {reason}"
-            print(f"{name}\t{pair.teacher.name} -> {pair.student.name}\t{status}")
+            overlap = "overlap: not measured (its tokenizers are not here)" if reason else overlap_note(pair, cache)
+            print(f"{name}\t{pair.teacher.name} -> {pair.student.name}\t{status}\t{overlap}")
     return 0
+
+
+def overlap_note(pair: Any, cache_dir: str | Path) -> str:
+    """The pair's vocabulary overlap (O_V and Jaccard on canonical bytes, methods-spec §19) from its two tokenizers
+    (never the weights), measured once per pair; or why it could not be measured."""
+    from benchmark.models import ModelUnavailableError, load_tokenizer
+    from benchmark.pair_cache import cached_vocabulary_overlap, indexed_vocabulary_overlap
+    from methods.token_text import VocabInfo
+
+    directory = Path(cache_dir) / "pairs"
+
+    def vocabs() -> tuple[VocabInfo, VocabInfo]:
+        student, teacher = (load_tokenizer(spec, cache_dir=cache_dir) for spec in (pair.student, pair.teacher))
+        return VocabInfo.from_tokenizer(student), VocabInfo.from_tokenizer(teacher)
+
+    try:
+        if "local" in (pair.student.source, pair.teacher.source):  # a folder's tokenizer can change under its path
+            overlap = cached_vocabulary_overlap(*vocabs(), directory)
+        else:
+            identity = {"student": pair.student.fingerprint(), "teacher": pair.teacher.fingerprint()}
+            overlap = indexed_vocabulary_overlap(identity, vocabs, directory)
+    except (ModelUnavailableError, OSError, ValueError) as error:
+        return f"overlap: not measured ({str(error).splitlines()[0]})"
+    return f"O_V {overlap.student_share:.3f} · Jaccard {overlap.jaccard:.3f}"

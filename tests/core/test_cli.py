@@ -25,9 +25,13 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run_bench.py", *args], cwd=REPO, capture_output=True, text=True, env=env)
 
 
-def test_ls_lists_every_registered_name_first(capsys):
+def test_ls_lists_every_registered_name_first(capsys, monkeypatch):
+    from benchmark.commands import ls
     from benchmark.pairs import PAIRS
     from methods.registry import load_methods
+
+    # Measuring every reachable pair's overlap loads its tokenizers (a minute for Gemma's GGUF): tested on its own.
+    monkeypatch.setattr(ls, "overlap_note", lambda pair, cache_dir: f"overlap of {pair.name}")
 
     assert main(["ls", "methods"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -36,8 +40,9 @@ def test_ls_lists_every_registered_name_first(capsys):
     assert main(["ls", "pairs"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in lines] == PAIRS.names()
-    assert any(line.startswith(TINY) and line.endswith("reachable") for line in lines)
-    assert any("llama2-7b-chat" in line and "not reachable" in line for line in lines)
+    assert any(line.startswith(TINY) and line.endswith(f"\treachable\toverlap of {TINY}") for line in lines)
+    assert any("llama2-7b-chat" in line and "not reachable" in line
+               and line.endswith("\toverlap: not measured (its tokenizers are not here)") for line in lines)
     assert main(["ls", "tasks"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert sorted(line.split("\t")[0] for line in lines) == ["dialogsum", "fairytaleqa", "pubmedqa", "qed", "squad"]
@@ -74,9 +79,18 @@ def test_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path):
     assert failed["error"] == "RuntimeError: boom at step one"
     assert (out / "qed" / TINY / "sft" / "seed1" / "DONE").exists()
     assert "failed qed/tiny-qwen2-to-gpt2/boom/seed1: RuntimeError: boom at step one" in result.stdout
+    # Every cell records the pair's overlap (methods-spec §19): the same for the reference and the trained cells.
+    overlaps = [json.loads((out / "qed" / TINY / method / seed / "run.json").read_text())["overlap"]
+                for method, seed in (("teacher", "seed0"), ("sft", "seed1"))]
+    assert overlaps[0] == overlaps[1]
+    assert overlaps[0]["vocabulary"]["student_share"] == pytest.approx(0.841, abs=5e-4)
+    assert overlaps[0]["text"]["answers"] == 2000 and 0.8 < overlaps[0]["text"]["one_to_one_share"] < 0.9
     # The failure is rendered; finished cells are found complete on the next run.
     assert main(["leaderboard", "--runs", str(out)]) == 0
-    assert "boom at step one" in (out / "leaderboard.md").read_text()
+    markdown = (out / "leaderboard.md").read_text()
+    assert "boom at step one" in markdown
+    text_overlap = overlaps[0]["text"]["one_to_one_share"]
+    assert f"- {TINY} overlap: O_V 0.84 · O_T {text_overlap:.2f} (O_V: share of the student's vocabulary" in markdown
     again = run_cli(*[a for a in args if a not in ("boom",)])
     assert again.returncode == 0 and "3 cached" in again.stdout
 

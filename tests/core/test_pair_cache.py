@@ -73,3 +73,58 @@ def test_damaged_cache_is_rebuilt(tmp_path, damage):
     assert calls == [1]
     assert np.load(array).tolist() == expected  # the rebuilt entry is whole again
     assert json.loads(manifest.read_text())["student"] == STUDENT.fingerprint()
+
+
+# --- the overlap of a pair --------------------------------------------------------------------------------------
+
+
+def test_vocabulary_overlap_is_measured_once_per_pair(tmp_path, monkeypatch):
+    first = pair_cache.cached_vocabulary_overlap(STUDENT, TEACHER, tmp_path)
+    assert (first.shared, first.student_size, first.teacher_size) == (2, 3, 3)  # " the", " dog" (bytes)
+    assert first.student_share == pytest.approx(2 / 3) and first.jaccard == pytest.approx(2 / 4)
+    monkeypatch.setattr(pair_cache, "vocabulary_overlap", no_build)
+    assert pair_cache.cached_vocabulary_overlap(STUDENT, TEACHER, tmp_path) == first
+    changed = info(["Ġthe", "Ġdog", "Ġsat"], byte_level=True)  # another tokenizer: another entry, built anew
+    with pytest.raises(AssertionError, match="rebuilt"):
+        pair_cache.cached_vocabulary_overlap(changed, TEACHER, tmp_path)
+
+
+def test_the_pair_index_loads_no_tokenizer_once_measured(tmp_path):
+    loads = []
+
+    def vocabs():
+        loads.append(1)
+        return STUDENT, TEACHER
+
+    identity = {"student": "s-spec", "teacher": "t-spec"}
+    first = pair_cache.indexed_vocabulary_overlap(identity, vocabs, tmp_path)
+    assert pair_cache.indexed_vocabulary_overlap(identity, vocabs, tmp_path) == first and loads == [1]
+    assert pair_cache.indexed_vocabulary_overlap({**identity, "teacher": "other"}, vocabs, tmp_path) == first
+    assert loads == [1, 1]
+
+
+def test_text_overlap_is_keyed_by_task_data_and_prefixes(tmp_path, monkeypatch):
+    from benchmark.models import load_family_tokenizer
+
+    student, teacher = load_family_tokenizer("gpt2"), load_family_tokenizer("llama2")
+    answers = ["the dog sat", "3 dogs\nsat"]
+    args = (student, teacher, answers, (" ", " "), "qed")
+    first = pair_cache.cached_text_overlap(*args, "data-1", tmp_path)
+    assert first.answers == 2 and 0 < first.one_to_one_share < 1  # the newline is written differently, yet aligned
+    monkeypatch.setattr(pair_cache, "measure_text_overlap", no_build)
+    assert pair_cache.cached_text_overlap(*args, "data-1", tmp_path) == first
+    for changed in ((*args, "data-2"), (student, teacher, answers, (" ", ""), "qed", "data-1")):
+        with pytest.raises(AssertionError, match="rebuilt"):
+            pair_cache.cached_text_overlap(*changed, tmp_path)
+
+
+def test_ls_pairs_measures_the_overlap_from_tokenizers_or_says_why_not(tmp_path, monkeypatch):
+    from benchmark.commands.ls import overlap_note
+    from benchmark.models import ModelSpec
+    from benchmark.pairs import PAIRS, Pair
+
+    assert overlap_note(PAIRS.get("tiny-qwen2-to-gpt2"), tmp_path) == "O_V 0.841 · Jaccard 0.265"
+    monkeypatch.setattr(pair_cache, "vocabulary_overlap", no_build)  # the second listing reads the cache
+    assert overlap_note(PAIRS.get("tiny-qwen2-to-gpt2"), tmp_path) == "O_V 0.841 · Jaccard 0.265"
+    missing = Pair("gguf-missing", ModelSpec("Missing", "gguf", "no-such-model"), PAIRS.get("tiny-qwen2-to-gpt2").student)
+    assert overlap_note(missing, tmp_path).startswith("overlap: not measured (Missing: unknown offline model 'no-such-model'")

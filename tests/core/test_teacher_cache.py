@@ -136,3 +136,75 @@ def test_cached_topk_at_other_temperatures_equals_live(tmp_path, tiny):
         assert torch.allclose(tail.exp()[mask], rest[mask], atol=1e-5)
     with pytest.raises(ValueError, match="temperature 3.0"):
         cached.topk(8, 3.0)
+
+
+def test_cached_token_logits_and_subset_masses_equal_live_at_every_labelled_row(tmp_path, tiny):
+    """With the per-row values a method declares, the cache serves the teacher's own-token log-probabilities and the
+    log-mass of vocabulary subsets exactly, on every labelled row (the EOS row included), at every temperature it
+    stores; the byte-aligned methods then give the live teacher's loss (eta-kl's top-k signal: a lower bound)."""
+    from benchmark.teacher import row_values_key
+    from methods.alm import ALM
+    from methods.eta_kl import EtaKL, EtaKLConfig
+    from methods.gold import GOLD, GOLDConfig
+    from methods.resources import PairResources
+    from methods.token_text import VocabInfo
+    from methods.vocab_subsets import teacher_subset
+
+    task = ToyTask(tmp_path, toy_examples(6, "train"), toy_examples(1, "test"))
+    examples, collator = task.load("train"), collator_for(task, tiny)
+    (teacher, teacher_tok), (student, student_tok) = tiny
+    vocabs = VocabInfo.from_tokenizer(student_tok), VocabInfo.from_tokenizer(teacher_tok)
+    subsets = {name: teacher_subset(name, *vocabs) for name in ("boundary", "shared")}
+    live = LiveTeacher(teacher)
+    key = {"k": 16, "temperatures": [2.0], **row_values_key(True, subsets)}
+    cache = ensure_topk_cache(tmp_path / "c", key, lambda: live, collator, examples, [e.answer for e in examples], 4,
+                              subsets)
+    batch = collator(examples[1:5])
+    cached, direct = cache.outputs(batch), live.outputs(batch)
+    rows = batch.teacher.answer_token_mask()
+    assert (rows & ~batch.teacher.answer_mask).any()  # EOS rows are among those checked
+    ids = batch.teacher.answer_ids
+    for tau in (1.0, 2.0):
+        assert torch.allclose(cached.token_logprobs(ids, tau)[rows], direct.token_logprobs(ids, tau)[rows], atol=1e-5)
+        for name, subset in subsets.items():
+            assert torch.allclose(cached.subset_log_mass(name, subset, tau)[rows],
+                                  direct.subset_log_mass(name, subset, tau)[rows], atol=1e-5)
+        assert torch.allclose(cached.topk(16, tau)[0][rows], direct.topk(16, tau)[0][rows], atol=1e-5)
+    with pytest.raises(ValueError, match="subsets given do not match its key"):
+        TopkCache(tmp_path / "d", key).build(live, collator, examples, [e.answer for e in examples], 4, {})
+
+    with torch.no_grad():
+        logits = student(input_ids=batch.student.input_ids, attention_mask=batch.student.attention_mask).logits
+    resources = PairResources(student_tok, teacher_tok)
+    bound = EtaKL(EtaKLConfig(signal="topk", k=16))
+    for method in (ALM(), GOLD(GOLDConfig(k=16)), bound):
+        method.prepare(resources)
+        from_cache = method.loss(batch, logits, cached, torch.tensor(0.0))
+        from_live = method.loss(batch, logits, direct, torch.tensor(0.0))
+        for term, value in from_live.items():
+            assert float(from_cache[term]) == pytest.approx(float(value), rel=1e-5, abs=1e-6), (method.name, term)
+    exact = EtaKL()
+    exact.prepare(resources)
+    exact_kd = float(exact.loss(batch, logits, direct, torch.tensor(0.0))["kd"])
+    assert 0 < float(bound.loss(batch, logits, cached, torch.tensor(0.0))["kd"]) <= exact_kd + 1e-6
+
+
+def test_one_cache_per_run_stores_what_its_cached_methods_read_and_nothing_else(tmp_path):
+    """The run's cache key gains the per-row values only when a cached method reads them: a run of uld and mlot keeps
+    the key (and the entries) it had before these values existed; a live method adds nothing."""
+    from benchmark.teacher import Teachers, row_values_key
+    from methods.alm import ALM, ALMConfig
+    from methods.eta_kl import EtaKL, EtaKLConfig
+    from methods.gold import GOLD, GOLDConfig, GOLDOnPolicy
+    from methods.mlot import MLOT
+    from methods.uld import ULD
+
+    def stored(*methods):
+        teachers = Teachers.for_methods(tmp_path, methods)
+        return teachers.token_logits, teachers.subsets
+
+    assert stored(ULD(), MLOT()) == (False, ()) and row_values_key(False, {}) == {}
+    assert stored(ULD(), EtaKL(), GOLD(GOLDConfig(hybrid=True)), GOLDOnPolicy()) == (False, ())  # all live but uld
+    assert stored(ULD(), GOLD()) == (True, ())
+    assert stored(ALM(ALMConfig(append_space=False))) == (True, ())
+    assert stored(ALM(), EtaKL(EtaKLConfig(signal="topk")), MLOT()) == (True, ("boundary", "shared"))

@@ -270,3 +270,16 @@ def test_failed_only_store_still_reports_failures(store) -> None:
     assert "| qed | p | mlot | 1 | loss is NaN at step 3 |" in markdown_text
     assert "## Skipped pairs\n\nNone.\n" in markdown_text
     assert paths["summary.csv"].read_text(encoding="utf-8").count("\n") == 1  # header only
+
+
+def test_each_task_section_notes_the_overlap_of_each_pair(store) -> None:
+    overlap = {"vocabulary": {"student_share": 0.8408}, "text": {"one_to_one_share": 0.8417}}
+    store.cell("qed", "p", "teacher", 0, {"f1": 80.0}, run={"overlap": overlap})
+    store.cell("qed", "p", "sft", 1, {"f1": 50.0}, run={"overlap": overlap})
+    store.cell("qed", "q", "sft", 1, {"f1": 50.0}, run={"overlap": {"vocabulary": {"student_share": 0.434}}})
+    store.cell("qed", "r", "sft", 1, {"f1": 50.0}, wall_time_s=2.0)  # no overlap recorded: no line
+    markdown_text = texts(store.root)["md"]
+    assert "\n- p overlap: O_V 0.84 · O_T 0.84 (O_V: share of the student's vocabulary that a teacher token " \
+           "writes, byte for byte; O_T: share of the student's answer tokens aligned 1:1 with a teacher token on " \
+           "this task's training answers).\n- q overlap: O_V 0.43 · O_T – (O_V" in markdown_text
+    assert "- r overlap" not in markdown_text

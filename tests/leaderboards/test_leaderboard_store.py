@@ -109,3 +109,16 @@ def test_missing_or_torn_files_are_damaged_cells(store) -> None:
 def test_missing_store_directory(tmp_path) -> None:
     with pytest.raises(StoreError, match="nowhere.*does not exist"):
         scan_store(tmp_path / "nowhere")
+
+
+def test_each_pair_overlap_is_read_from_run_json(store) -> None:
+    overlap = {"vocabulary": {"student_share": 0.84, "jaccard": 0.26}, "text": {"one_to_one_share": 0.8125}}
+    store.cell("qed", "p", "teacher", 0, {"f1": 50.0}, run={"overlap": overlap})
+    store.cell("qed", "p", "sft", 1, {"f1": 40.0}, run={"overlap": overlap})
+    store.cell("qed", "q", "sft", 1, {"f1": 40.0}, wall_time_s=1.0)  # written before overlap was recorded
+    store.cell("squad", "p", "sft", 1, {"f1": 30.0}, run={"overlap": {"vocabulary": {"student_share": 0.84}}})
+    scan = scan_store(store.root)
+    assert [(c.pair, c.vocabulary_overlap, c.text_overlap) for c in scan.cells if c.task == "qed"] == \
+           [("p", 0.84, 0.8125), ("p", 0.84, 0.8125), ("q", None, None)]
+    assert scan.overlaps("qed") == {"p": (0.84, 0.8125)}
+    assert scan.overlaps("squad") == {"p": (0.84, None)}

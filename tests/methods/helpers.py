@@ -127,9 +127,11 @@ def teacher_outputs(
     garbage: float = 30.0,
     seed: int = 0,
     eos_rows: bool = False,
+    subsets: Mapping[str, Tensor] | None = None,
 ) -> TeacherOutputs:
     """Teacher outputs at the answer rows: full ``logits`` (live form) or, with ``cache_k``, the cached top-k form
-    with the full-vocabulary log-normalisers ``logsumexp(z / tau)`` for ``temperatures`` (besides tau = 1).
+    with the full-vocabulary log-normalisers ``logsumexp(z / tau)`` for ``temperatures`` (besides tau = 1), the
+    logit of each row's own answer token, and ``logsumexp(z[S] / tau)`` of the named ``subsets`` (teacher ids).
 
     Rows behind ``answer_mask`` (with ``eos_rows``: behind every labelled answer token) are overwritten with random
     values of scale ``garbage``.
@@ -141,10 +143,14 @@ def teacher_outputs(
     if cache_k is None:
         return TeacherOutputs(mask=view.answer_mask, logits=logits, vocab_size=logits.size(-1))
     values, ids = torch.topk(logits, cache_k, dim=-1)
+    taus = (1.0, *map(float, temperatures))
     return TeacherOutputs(
         mask=view.answer_mask, topk_logits=values, topk_ids=ids,
         logsumexp=torch.logsumexp(logits.float(), -1), vocab_size=logits.size(-1),
-        tempered_logsumexp={float(tau): torch.logsumexp(logits.float() / tau, -1) for tau in temperatures},
+        tempered_logsumexp={tau: torch.logsumexp(logits.float() / tau, -1) for tau in taus[1:]},
+        token_logits=logits.float().gather(-1, view.answer_ids[:, : logits.size(1), None]).squeeze(-1),
+        subset_logsumexp={(name, tau): torch.logsumexp(logits.float()[..., subset] / tau, -1)
+                          for name, subset in (subsets or {}).items() for tau in taus},
     )
 
 
@@ -165,13 +171,14 @@ def run_loss(
     temperatures: Sequence[float] = (2.0,),
     ce: float = 2.0,
     eos_rows: bool = False,
+    subsets: Mapping[str, Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """``method.loss`` on answer-row logits placed into full logits; returns the terms and the student logits
     leaf (``requires_grad``), so a test can back-propagate and inspect ``.grad``. ``eos_rows``: the given rows
     include the row predicting each side's EOS (otherwise that row is random)."""
     student = place_rows(batch.student, student_answer, eos_rows=eos_rows).requires_grad_()
     teacher = teacher_outputs(batch.teacher, teacher_answer, cache_k=cache_k, temperatures=temperatures,
-                              eos_rows=eos_rows)
+                              eos_rows=eos_rows, subsets=subsets)
     return method.loss(batch, student, teacher, torch.tensor(ce)), student
 
 

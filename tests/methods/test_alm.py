@@ -85,6 +85,23 @@ def test_boundary_tokens_are_space_tab_newline_or_special():
     assert boundary_ids(byte_level).tolist() == [0, 1, 2]
 
 
+@pytest.mark.parametrize("config", [{}, {"append_space": False}, {"specials": False}])
+def test_the_cache_serves_alm_exactly(config):
+    """From the cached form (top-1 only, plus each row's own-token logit and boundary log-normaliser, EOS row
+    included) the loss equals the live teacher's; without the declared values the cache is a one-line error."""
+    method = alm(S_VOCAB, T_VOCAB, **config)
+    assert method.teacher_needs == "topk_logits" and method.teacher_token_logprobs
+    assert method.teacher_subsets == (() if config.get("append_space") is False else ("boundary",))
+    live, _ = run_loss(method, three_chunks(), S_ROWS, T_ROWS, eos_rows=True)
+    cached, _ = run_loss(method, three_chunks(), S_ROWS, T_ROWS, eos_rows=True, cache_k=1,
+                         subsets={"boundary": boundary_ids(T_VOCAB)})
+    assert cached["alm"].item() == pytest.approx(live["alm"].item(), rel=1e-6)
+    assert cached["byte_coverage"].item() == live["byte_coverage"].item()
+    if method.teacher_subsets:
+        with pytest.raises(ValueError, match="no log-mass of vocabulary subset 'boundary'"):
+            run_loss(method, three_chunks(), S_ROWS, T_ROWS, eos_rows=True, cache_k=1)
+
+
 # --- properties -------------------------------------------------------------------------------------------------
 
 

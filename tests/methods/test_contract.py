@@ -1,5 +1,7 @@
 """Every registered method (and every named option that changes what it reads), two optimizer steps on a tiny pair:
-finite loss, student gradients, and no gradient into the teacher's outputs, whatever form they come in."""
+finite loss, student gradients, and no gradient into the teacher's outputs, whatever form they come in. A method
+served from the top-k cache reads the live teacher at step 0 and a real cache entry at step 1; an on-policy method
+trains at step 1 on the student's own samples, made by the harness's on-policy hook (``benchmark.on_policy``)."""
 import dataclasses
 
 import pytest
@@ -10,7 +12,8 @@ from benchmark.harness import answer_ce_sum, answer_row_forward
 from benchmark.models import build_tiny
 from benchmark.pair_cache import CachedPairResources
 from benchmark.prompting import PromptFormat
-from benchmark.teacher import LiveTeacher
+from benchmark.on_policy import sample_answers
+from benchmark.teacher import LiveTeacher, ensure_topk_cache, row_values_key
 from methods.base import TEACHER_NEEDS
 from methods.batch import TeacherOutputs
 from methods.registry import load_methods
@@ -23,6 +26,9 @@ VARIANTS = {
     "mlot": [{"sequence_rows": "paired"}],
     "mlot-official": [{"ranking": "tokenwise"}],
     "mined": [{"aligned_tokens": "targets", "dtw_tie_order": "student-first"}],
+    "gold": [{"merge": "observed"}, {"hybrid": True}],
+    "alm": [{"append_space": False}],
+    "eta-kl": [{"signal": "topk"}],
 }
 CASES = [(name, {}) for name in METHODS.names()] + [(name, v) for name, variants in VARIANTS.items() for v in variants]
 
@@ -51,18 +57,22 @@ def requiring_grad(outputs: TeacherOutputs) -> tuple[TeacherOutputs, list[torch.
             return leaves[-1]
         return x
 
-    changes = {f.name: leaf(getattr(outputs, f.name)) for f in dataclasses.fields(outputs) if f.name != "tempered_logsumexp"}
-    changes["tempered_logsumexp"] = {tau: leaf(x) for tau, x in outputs.tempered_logsumexp.items()}
+    mappings = ("tempered_logsumexp", "subset_logsumexp")
+    changes = {f.name: leaf(getattr(outputs, f.name)) for f in dataclasses.fields(outputs) if f.name not in mappings}
+    changes |= {name: {key: leaf(x) for key, x in getattr(outputs, name).items()} for name in mappings}
     return dataclasses.replace(outputs, **changes), leaves
 
 
-def cached_form(live: TeacherOutputs, k: int, temperatures: tuple[float, ...]) -> TeacherOutputs:
-    """What a top-k teacher cache serves: top-k logits and ids, and logsumexp(z / tau) per temperature."""
-    logits = live.logits.float()
-    values, ids = torch.topk(logits, k, dim=-1)
-    return TeacherOutputs(mask=live.mask, topk_logits=values, topk_ids=ids, logsumexp=torch.logsumexp(logits, -1),
-                          tempered_logsumexp={tau: torch.logsumexp(logits / tau, -1) for tau in temperatures},
-                          vocab_size=live.vocab_size)
+def topk_cache(method, live: LiveTeacher, collator, examples, student_tok, teacher_tok, directory):
+    """The teacher-output cache entry the harness would build for ``method`` over ``examples``."""
+    from methods.token_text import VocabInfo
+    from methods.vocab_subsets import teacher_subset
+
+    vocabs = VocabInfo.from_tokenizer(student_tok), VocabInfo.from_tokenizer(teacher_tok)
+    subsets = {name: teacher_subset(name, *vocabs) for name in method.teacher_subsets}
+    key = {"k": max(method.topk_needed, 1), "temperatures": sorted(set(method.teacher_temperatures) - {1.0}),
+           **row_values_key(method.teacher_token_logprobs, subsets)}
+    return ensure_topk_cache(directory, key, lambda: live, collator, examples, [e.answer for e in examples], 3, subsets)
 
 
 @pytest.mark.parametrize("name, overrides", CASES, ids=[f"{n}{'-' + '-'.join(map(str, o.values())) if o else ''}"
@@ -84,13 +94,19 @@ def test_two_steps_train_the_student_and_never_the_teacher(name, overrides, mode
     live = LiveTeacher(teacher, hidden_states=method.teacher_needs == "hidden_states")
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3)
     student.train()
+    cache = (topk_cache(method, live, collator, pool, student_tok, teacher_tok, tmp_path / "cache")
+             if method.teacher_needs == "topk_logits" else None)
     for step in range(2):
-        batch = collator(pool[step * 3 : step * 3 + 3])
+        part = pool[step * 3 : step * 3 + 3]
+        batch = collator(part)
+        if method.on_policy_fraction > 0 and step == 1:  # the student's own samples, as the harness makes them
+            samples = sample_answers(student, collator.student, part, method.sampling, seed=7)
+            batch = collator(part, samples.answers, complete=samples.complete)
+            assert batch.answers != [e.answer for e in part]
         outputs, leaves = None, []
         if method.teacher_needs not in ("none", "text"):
-            outputs = live.outputs(batch)
-            if method.teacher_needs == "topk_logits" and step == 1:  # step 0 live, step 1 from a cache
-                outputs = cached_form(outputs, method.topk_needed, method.teacher_temperatures)
+            # step 0 live, step 1 from the cache for a cached method
+            outputs = cache.outputs(batch) if cache is not None and step == 1 else live.outputs(batch)
             outputs, leaves = requiring_grad(outputs)
         logits, batch = answer_row_forward(student, batch)  # the harness's own forward
         ce = answer_ce_sum(logits, batch.student) / (batch.student.labels != -100).sum()

@@ -79,6 +79,40 @@ def test_canonical_bytes_align_byte_level_with_sentencepiece():
     assert alignment.mask.tolist() == [[True]] and alignment.student_index.tolist() == [[1]]  # the second "3"
 
 
+def test_topk_signal_by_hand_is_a_lower_bound_of_the_kl():
+    #                          eos  Hello world  x     z
+    teacher_rows = logits_of([[0.2, 0.2, 0.2, 0.2, 0.2],
+                              [0.1, 0.1, 0.4, 0.25, 0.15],  # predicts " world"; top-2 " world", "x"
+                              [0.5, 0.1, 0.2, 0.1, 0.1]])  # predicts EOS; top-2 EOS, " world"
+    method = eta_kl(S_VOCAB, T_VOCAB, signal="topk", k=2)
+    assert (method.teacher_needs, method.topk_needed, method.teacher_subsets) == ("topk_logits", 2, ("shared",))
+    out, _ = run_loss(method, BATCH, S_ROWS, teacher_rows, eos_rows=True, cache_k=2,
+                      subsets={"shared": method._shared[1]})
+    # On O = (" world", "x", EOS): the two known entries, then the rest of O (EOS, then "x") as one atom.
+    p, q = [0.4 / 0.75, 0.25 / 0.75, 0.1 / 0.75], [0.3 / 0.8, 0.3 / 0.8, 0.2 / 0.8]
+    world = sum(a * math.log(a / b) for a, b in zip(p, q))
+    p, q = [0.5 / 0.8, 0.2 / 0.8, 0.1 / 0.8], [0.6 / 0.8, 0.1 / 0.8, 0.1 / 0.8]
+    eos = sum(a * math.log(a / b) for a, b in zip(p, q))
+    assert out["kd"].item() == pytest.approx((world + eos) / 2, rel=1e-5)
+    # Here the rest of O is one token on each row, so the bound is the KL.
+    exact, _ = run_loss(eta_kl(S_VOCAB, T_VOCAB), BATCH, S_ROWS, teacher_rows, eos_rows=True)
+    assert out["kd"].item() == pytest.approx(exact["kd"].item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_topk_signal_never_exceeds_the_exact_kl_and_meets_it_at_full_k(k):
+    student, teacher = answer_logits(BATCH.student, 5, seed=11), answer_logits(BATCH.teacher, 5, seed=12)
+    live, _ = run_loss(eta_kl(S_VOCAB, T_VOCAB), BATCH, student, teacher, eos_rows=True)
+    method = eta_kl(S_VOCAB, T_VOCAB, signal="topk", k=k)
+    bound, _ = run_loss(method, BATCH, student, teacher, eos_rows=True, cache_k=k, subsets={"shared": method._shared[1]})
+    assert bound["kd"].item() <= live["kd"].item() + 1e-6
+    if k == 5:  # the whole teacher vocabulary: the bound is the KL
+        assert bound["kd"].item() == pytest.approx(live["kd"].item(), rel=1e-5)
+    # The same method reads a live teacher through the same top-k: the same bound.
+    through_live, _ = run_loss(method, BATCH, student, teacher, eos_rows=True)
+    assert through_live["kd"].item() == pytest.approx(bound["kd"].item(), rel=1e-5)
+
+
 def test_zero_when_the_distributions_agree_on_the_shared_vocabulary():
     # Same logits on O up to a constant; very different logits outside O: renormalised over O, they agree.
     student = torch.randn(1, 4, 5)
@@ -115,6 +149,8 @@ def test_a_batch_without_aligned_tokens_gives_zero():
     ({"kd_ratio": 1.5}, r"kd_ratio must be in \[0, 1\]"),
     ({"temperature": -1.0}, "temperature must be > 0"),
     ({"norm": "sum"}, "norm must be one of aligned, all_targets, got 'sum'"),
+    ({"signal": "cache"}, "signal must be one of live, topk, got 'cache'"),
+    ({"k": 0}, "k must be >= 1"),
 ])
 def test_bad_config_is_a_one_line_error(values, message):
     with pytest.raises(ValueError, match=message):

@@ -156,6 +156,20 @@ def test_raw_matching_pairs_identical_strings_only():
     assert gold(student, teacher, hybrid=True, matched_weight=1.0, unmatched_weight=0.0)._hybrid_weights(4) == (1.0, 0.0)
 
 
+@pytest.mark.parametrize("config", [{}, {"skip_eos": False}, {"temperature": 2.0}, {"k": 2}])
+def test_the_cache_serves_the_bayesian_merge_exactly(config):
+    """Top-k rows (k >= gold's k), the normaliser at the temperature and each row's own-token logit (EOS row
+    included) give the live teacher's loss."""
+    batch = mixed_batch()
+    student, teacher = answer_logits(batch.student, 8, seed=3), answer_logits(batch.teacher, 10, seed=4)
+    method = gold(STUDENT_VOCAB, TEACHER_VOCAB, **config)
+    live, _ = run_loss(method, batch, student, teacher, eos_rows=True)
+    cached, _ = run_loss(method, batch, student, teacher, eos_rows=True, cache_k=min(method.config.k, 10),
+                         temperatures=method.teacher_temperatures)
+    assert cached["gold"].item() == pytest.approx(live["gold"].item(), rel=1e-6, abs=1e-7)
+    assert live["gold"].item() > 0.01
+
+
 # --- properties -------------------------------------------------------------------------------------------------
 
 
@@ -208,12 +222,24 @@ def test_loss_before_prepare_is_an_error():
         run_loss(GOLD(), SPLIT, S_ROWS, T_ROWS, eos_rows=True)
 
 
-def test_a_teacher_without_full_logits_is_an_error():
-    cached = TeacherOutputs(SPLIT.teacher.answer_mask, topk_logits=T_ROWS, topk_ids=torch.zeros(1, 3, 3, dtype=torch.long),
-                            logsumexp=torch.zeros(1, 3))
-    for teacher in (None, cached):
+def test_what_the_teacher_must_provide_follows_the_config():
+    """bayesian non-hybrid reads token log-probabilities and top-k rows (a cache serves them); observed and hybrid
+    need full logits; a top-k cache without the token logits, or no teacher at all, is a one-line error."""
+    assert (GOLD().teacher_needs, GOLD().topk_needed, GOLD().teacher_token_logprobs) == ("topk_logits", 100, True)
+    assert GOLD(GOLDConfig(temperature=2.0)).teacher_temperatures == (2.0,)
+    for config in ({"merge": "observed"}, {"hybrid": True}):
+        method = GOLD(GOLDConfig(**config))
+        assert (method.teacher_needs, method.topk_needed, method.teacher_token_logprobs) == ("full_logits", 0, False)
+    student = place_rows(SPLIT.student, S_ROWS)
+    without_tokens = TeacherOutputs(SPLIT.teacher.answer_mask, topk_logits=T_ROWS,
+                                    topk_ids=torch.zeros(1, 3, 3, dtype=torch.long), logsumexp=torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"gold needs teacher outputs \(teacher_needs='topk_logits'\)"):
+        gold(SPLIT_STUDENT, SPLIT_TEACHER).loss(SPLIT, student, None, torch.tensor(0.0))
+    with pytest.raises(ValueError, match="the teacher cache holds no answer-token logits"):
+        gold(SPLIT_STUDENT, SPLIT_TEACHER).loss(SPLIT, student, without_tokens, torch.tensor(0.0))
+    for config in ({"merge": "observed"}, {"hybrid": True}):
         with pytest.raises(ValueError, match=r"gold needs the teacher's full logits \(teacher_needs='full_logits'\)"):
-            gold(SPLIT_STUDENT, SPLIT_TEACHER).loss(SPLIT, place_rows(SPLIT.student, S_ROWS), teacher, torch.tensor(0.0))
+            gold(SPLIT_STUDENT, SPLIT_TEACHER, **config).loss(SPLIT, student, without_tokens, torch.tensor(0.0))
 
 
 @pytest.mark.parametrize("values, message", [
