@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "train and evaluate the grid of methods × pairs × tasks × seeds (the default command)"),
     "ls": ("ls", "list registered methods, pairs, tasks, or the state of the task data, one line each"),
     "leaderboard": ("leaderboard", "re-render the leaderboards from a result store"),
+    "cache-teacher": ("cache_teacher", "build the teacher-output cache (top-k logits, answers) a grid's cells will "
+                                       "train from, ahead of them"),
     "data": ("data", "fetch the task data that is missing, verified against its release"),
     "plan": ("plan", "how many evaluation examples and seeds a target difference from sft needs, and its cost"),
     "export-lm-eval": ("export_lm_eval", "write the tasks as lm-evaluation-harness tasks (our data, prompts, metrics)"),

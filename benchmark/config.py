@@ -237,7 +237,7 @@ def default_budget_name() -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # The run's own options: what to run, where and how. None of them enters a cell's hash.
 # ---------------------------------------------------------------------------------------------------------------
-Executor = Literal["local", "gpus"]
+Executor = Literal["local", "gpus", "slurm"]
 DEFAULT_METHODS = ("sft", "seqkd", "uld", "mined", "mlot")
 DEFAULT_PAIRS = ("default",)
 DEFAULT_TASKS = ("qed", "fairytaleqa", "dialogsum")
@@ -271,9 +271,14 @@ class RunOptions(Section):
     include: list[str] = option((), "register methods from a Python file (repeatable)", action="append",
                                 metavar="FILE.py")
     executor: Executor = option("local", "local: cells one after another here; gpus: one worker process per visible "
-                                         "GPU (or --workers N), taking disjoint cells through the per-cell locks")
+                                         "GPU (or --workers N), taking disjoint cells through the per-cell locks; "
+                                         "slurm: the unfinished cells as one Slurm job array (--slurm-* flags)")
     workers: int | None = option(None, "workers for --executor gpus (default: one per visible GPU; on a CPU, N "
                                        "workers share the cores)", check="positive")
+    cells: list[str] = option((), "run only these cells of the grid, named task/pair/method/seedK (e.g. "
+                                  "qed/default/sft/seed1); the reference rows are seed0")
+    shard_teacher: bool = option(False, "load the teacher with its layers spread over every visible GPU "
+                                        "(device_map auto), for a teacher too big for one")
     dry_run: bool = option(False, "print the grid and each cell's state; run nothing")
     force: bool = option(False, "re-run cells finished before this run started")
     exit_on_error: bool = option(False, "stop at the first failing cell (default: record it and go on)")

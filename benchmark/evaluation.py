@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from benchmark import distributed
 from benchmark.collate import ViewEncoder
 from tasks.base import Example, Task
 
@@ -85,7 +86,8 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False,
+                          disable=not distributed.is_main()):
             chunk = order[start : start + batch_size]
             input_ids, attention_mask = left_pad([prompt_ids[i] for i in chunk], pad_id)
             sequences = model.generate(
@@ -142,12 +144,23 @@ def evaluate(
     batch_size: int,
     desc: str = "evaluate",
 ) -> EvalResult:
-    """Generate for every example with ``encoder``'s prompt format and score with the task's metric."""
+    """Generate for every example with ``encoder``'s prompt format and score with the task's metric.
+
+    Under a multi-process launch every process generates for its share of the examples (greedy outputs do not
+    depend on the batch a prompt is in) and every process gets all predictions."""
     task: Task = encoder.task
     rendered = [encoder.render(e) for e in examples]
     prompts = [r.text for r in rendered]
     started = time.perf_counter()
-    predictions, generated = generate(model, encoder.tokenizer, prompts, max_new_tokens, batch_size, desc)
+    own_tokens = 0
+
+    def generate_share(share: list[str]) -> list[str]:
+        nonlocal own_tokens
+        texts, own_tokens = generate(model, encoder.tokenizer, share, max_new_tokens, batch_size, desc)
+        return texts
+
+    predictions = distributed.sharded_map(prompts, generate_share)
+    generated = int(distributed.sum_over_processes([own_tokens])[0])
     elapsed = time.perf_counter() - started
     references = [e.references for e in examples]
     records = [prediction_record(task, e, p) for e, p in zip(examples, predictions)]

@@ -4,6 +4,11 @@ Per task and pair the grid has two reference cells, ``teacher`` and ``untrained`
 method and seed. What a cell does is :class:`benchmark.recipe.CellRecipe`'s business; the grid only decides
 whether it runs. A cell holding ``DONE`` with the same config hash is skipped; a cell that fails (exception,
 non-finite loss, out of memory) gets ``FAILED.json`` and the grid goes on.
+
+Under ``accelerate launch`` every process runs the same grid: the main process claims each cell (checks it, takes
+its lock, writes its config) and the others follow it into the cells it claimed (:mod:`benchmark.distributed`). A
+failing cell then ends the launch after the main process recorded it: the other processes may be waiting in a
+collective that will never come.
 """
 from __future__ import annotations
 
@@ -13,13 +18,15 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from benchmark import distributed
+from benchmark.cli import UsageError
 from benchmark.context import TaskPairContext
 from benchmark.executors import RUN_STARTED_ENV
 from benchmark.files import disk_error_hint
 from benchmark.pairs import PAIRS, pair_status
 from benchmark.recipe import CellOptions, CellRecipe
 from benchmark.resolve import RunConfig
-from benchmark.store import REFERENCE_METHODS, Cell, CellKey, Store, config_hash
+from benchmark.store import REFERENCE_METHODS, Cell, CellKey, CellLock, Store, config_hash
 from benchmark.teacher import Teachers
 from methods.base import Method
 from methods.registry import METHODS
@@ -41,11 +48,12 @@ class Grid:
     def __init__(self, run: RunConfig, log: Callable[[str], None] = print,
                  data_sha256: Mapping[str, str] | None = None) -> None:
         """``data_sha256``: the verified data files (path under the data directory -> sha256), for run.json."""
-        self.run_config, self.log = run, log
+        self.run_config = run
+        self.log = log if distributed.is_main() else _silent  # one process of a launch speaks for all
         self.store = Store(run.options.output)
         # One teacher cache serves every top-k method of the run: it stores each temperature and row value they read.
         methods = [METHODS.get(name)(run.method_configs[name]) for name in run.methods]
-        self.teachers = Teachers.for_methods(run.cache_dir, methods, log)
+        self.teachers = Teachers.for_methods(run.cache_dir, methods, log, sharded=run.options.shard_teacher)
         self.cell_options = CellOptions(budget=run.budget, save_students=run.options.save_students,
                                         data_sha256=dict(data_sha256 or {}))
         # One start time for all workers of a run: ``--force`` re-runs what was done before it, not what they did.
@@ -66,13 +74,19 @@ class Grid:
         return runnable, skipped
 
     def cells(self, pairs: list[str]) -> list[CellKey]:
+        """The grid's cells over ``pairs``, or those of them that ``--cells`` names."""
         keys = []
         for task in self.run_config.tasks:
             for pair in pairs:
                 keys += [CellKey(task, pair, reference, 0) for reference in REFERENCE_METHODS]
                 keys += [CellKey(task, pair, method, seed)
                          for method in self.run_config.methods for seed in self.run_config.seeds]
-        return keys
+        only = self.run_config.options.cells
+        unknown = sorted(set(only) - {str(key) for key in keys})
+        if unknown:
+            raise UsageError(f"--cells {unknown[0]!r}: not a cell of this grid; its cells: "
+                             f"{', '.join(map(str, keys)) or '(none)'}")
+        return [key for key in keys if str(key) in only] if only else keys
 
     def context(self, task: str, pair: str) -> TaskPairContext:
         """What the cells of ``task`` and ``pair`` share, computed once."""
@@ -90,15 +104,25 @@ class Grid:
         return METHODS.get(key.method)(self.run_config.method_configs[key.method])
 
     # -- running -------------------------------------------------------------------------------------------------
-    def run(self, dry_run: bool = False) -> list[CellOutcome]:
-        """Run every cell not done yet (``dry_run``: print each cell's state, write nothing)."""
+    def prepare(self, dry_run: bool = False) -> tuple[list[CellKey], dict[str, str]]:
+        """The cells of this run, and the pairs that cannot run here (recorded in the store unless ``dry_run``, and
+        reported)."""
         pairs, skipped = self.reachable_pairs()
-        if not dry_run and (damage := self.store.record_skipped(self.run_config.pairs, skipped)):
-            self.log(f"damaged, kept aside as .corrupt and rewritten: {damage}")
+        if distributed.is_main():  # the others of a launch neither write nor read the store
+            if not dry_run and (damage := self.store.record_skipped(self.run_config.pairs, skipped)):
+                self.log(f"damaged, kept aside as .corrupt and rewritten: {damage}")
+            self._note_older_cells()
         for name, reason in skipped.items():
             self.log(f"skipped pair {name}: {reason}")
-        self._note_older_cells()
-        keys = self.cells(pairs)
+        return self.cells(pairs), skipped
+
+    def pending(self, keys: list[CellKey]) -> list[CellKey]:
+        """The cells of ``keys`` that a run would not reuse (unfinished, another config, or ``--force``)."""
+        return [key for key in keys if not self._reusable(self.store.cell(key), self._digest(key))]
+
+    def run(self, dry_run: bool = False) -> list[CellOutcome]:
+        """Run every cell not done yet (``dry_run``: print each cell's state, write nothing)."""
+        keys, skipped = self.prepare(dry_run)
         if dry_run:
             for key in keys:
                 self.log(self._state(key))
@@ -119,34 +143,44 @@ class Grid:
         ctx, method = self.context(key.task, key.pair), self.method(key)
         config = ctx.cell_config(key, method)
         digest, cell = config_hash(config), self.store.cell(key)
-        if self._reusable(cell, digest):
-            return CellOutcome(key, "cached")
         lock = cell.lock()
         started = time.perf_counter()
         try:  # from here on, a disk that is full or read-only fails this cell only
-            if not lock.acquire():
-                return CellOutcome(key, "locked", "another process is running this cell")
-            if self._reusable(cell, digest):  # another process finished it between the check and the lock
-                return CellOutcome(key, "cached")
-            if damage := cell.damage():
-                cell.set_aside()
-                self.log(f"  damaged, kept aside as *.corrupt and run again: {damage}")
-            if self.run_config.options.force:
-                cell.discard_training_state()
-            cell.start(config)
+            claim = distributed.from_main(lambda: self._claim(cell, digest, lock))
+            if claim != "run":
+                return CellOutcome(key, claim, "another process is running this cell" if claim == "locked" else "")
+            if distributed.is_main():
+                if damage := cell.damage():
+                    cell.set_aside()
+                    self.log(f"  damaged, kept aside as *.corrupt and run again: {damage}")
+                if self.run_config.options.force:
+                    cell.discard_training_state()
+                cell.start(config)
             wall = CellRecipe(ctx, cell, method, self.teachers, self.cell_options, digest).run()
             return CellOutcome(key, "done", wall_time_s=wall)
         except KeyboardInterrupt:
             raise
         except Exception as error:  # a failing cell is recorded and the grid goes on
-            reason = cell.record_failure(error)
-            if self.run_config.options.exit_on_error:
+            reason = cell.record_failure(error) if distributed.is_main() else str(error)
+            if self.run_config.options.exit_on_error or distributed.processes() > 1:
                 raise
             if disk_error_hint(error) is None:  # a full or read-only disk's reason says all; a bug needs its traceback
                 self.log(traceback.format_exc(limit=3).rstrip())
             return CellOutcome(key, "failed", reason, time.perf_counter() - started)
         finally:
             lock.release()
+
+    def _claim(self, cell: Cell, digest: str, lock: CellLock) -> str:
+        """``run`` when this process took the cell's lock and the cell needs running; else ``cached`` (finished
+        with this config) or ``locked`` (another process holds it)."""
+        if self._reusable(cell, digest):
+            return "cached"
+        if not lock.acquire():
+            return "locked"
+        if self._reusable(cell, digest):  # another process finished it between the check and the lock
+            lock.release()
+            return "cached"
+        return "run"
 
     def stored_outcomes(self) -> list[CellOutcome]:
         """Every cell's outcome as the result store holds it, e.g. after worker processes ran the grid."""
@@ -171,8 +205,10 @@ class Grid:
         return f"damaged {key}: {damage}" if damage else f"todo  {key}"
 
     def _is_done(self, key: CellKey) -> bool:
-        ctx = self.context(key.task, key.pair)
-        return self.store.cell(key).is_done(config_hash(ctx.cell_config(key, self.method(key))))
+        return self.store.cell(key).is_done(self._digest(key))
+
+    def _digest(self, key: CellKey) -> str:
+        return config_hash(self.context(key.task, key.pair).cell_config(key, self.method(key)))
 
     def _reusable(self, cell: Cell, digest: str) -> bool:
         """Finished with this config, and not to be forced: ``--force`` re-runs cells finished before this run
@@ -187,6 +223,10 @@ class Grid:
             self.log(f"{len(older)} finished cells in {self.store.root} were written by an older store format; "
                      "`leaderboard` still reads them, but this run cannot match their configs and re-runs them "
                      "(pass --output to keep them apart)")
+
+
+def _silent(message: str) -> None:
+    """The log of a process that is not the main one of its launch."""
 
 
 def summarize(outcomes: list[CellOutcome]) -> str:

@@ -381,8 +381,10 @@ def _family_reason(family: str) -> str | None:
 
 
 def load_model(spec: ModelSpec, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-               cache_dir: Path | str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load ``spec`` as ``(model, tokenizer)``, the model in eval mode on ``device``."""
+               cache_dir: Path | str | None = None,
+               sharded: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load ``spec`` as ``(model, tokenizer)``, the model in eval mode on ``device``; ``sharded``: its layers spread
+    over every visible GPU instead (a model too big for one; ``device`` is then ignored)."""
     _raise_if_unreachable(spec, cache_dir)
     if spec.source == "tiny":
         model, tokenizer = build_tiny(spec.ref, spec.tiny_seed)
@@ -392,13 +394,26 @@ def load_model(spec: ModelSpec, *, dtype: torch.dtype = torch.float32, device: s
     else:
         from transformers import AutoModelForCausalLM
 
+        # A sharded hub model is loaded straight onto its devices, never whole in CPU memory.
         model = AutoModelForCausalLM.from_pretrained(spec.ref, dtype=dtype, local_files_only=_local_only(spec),
-                                                     trust_remote_code=spec.trust_remote_code)
+                                                     trust_remote_code=spec.trust_remote_code,
+                                                     device_map="auto" if sharded else None)
         tokenizer = None
     if tokenizer is None or spec.tokenizer:  # hub/local models, or a declared replacement tokenizer
         tokenizer = load_tokenizer(spec, cache_dir=cache_dir)
     _sync_generation_config(model, tokenizer)
-    return model.to(device), tokenizer
+    if not sharded:
+        return model.to(device), tokenizer
+    return (model if getattr(model, "hf_device_map", None) else shard_over_devices(model)), tokenizer
+
+
+def shard_over_devices(model: PreTrainedModel) -> PreTrainedModel:
+    """``model`` dispatched layer by layer over the visible GPUs (accelerate's big-model inference: each layer runs
+    where its weights are, its inputs moved there by hooks); on a machine without a GPU it stays on the CPU."""
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    device_map = infer_auto_device_map(model, no_split_module_classes=list(model._no_split_modules or ()))
+    return dispatch_model(model, device_map)
 
 
 def load_tokenizer(spec: ModelSpec, *, cache_dir: Path | str | None = None) -> PreTrainedTokenizerBase:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from benchmark import distributed
 from benchmark.collate import PairCollator
 from benchmark.context import TaskPairContext
 from benchmark.evaluation import EvalResult, evaluate
@@ -43,6 +44,34 @@ class TrainingSetup:
 
 
 @dataclass(frozen=True)
+class TeacherSide:
+    """What a method trains on besides the student: both tokenized views, the examples with their targets, and the
+    teacher signal (None, a cache or a live teacher)."""
+
+    teacher_tokenizer: Any
+    collator: PairCollator
+    examples: list[Example]
+    answers: list[str]
+    teacher: TeacherSource | None
+
+
+def teacher_side(ctx: TaskPairContext, method: Method, teachers: Teachers, student_tokenizer: Any) -> TeacherSide:
+    """The teacher side of a cell training ``method``: the teacher's answers (SeqKD) and top-k cache are built here
+    on first use, so ``run_bench.py cache-teacher`` builds them through this same function."""
+    teacher_tokenizer = teachers.tokenizer(ctx)
+    collator = PairCollator(ctx.encoder(student_tokenizer, ctx.student_format),
+                            ctx.encoder(teacher_tokenizer, ctx.teacher_format))
+    examples = ctx.train_set()
+    answers = [e.answer for e in examples]
+    if method.teacher_needs == "text":  # the teacher's answers, empty generations dropped (ULD ``process.py``)
+        generated = teachers.answers(ctx, examples)
+        kept = [i for i, answer in enumerate(generated) if answer.strip()]
+        examples, answers = [examples[i] for i in kept], [generated[i] for i in kept]
+    signal = teachers.signal(method, ctx, collator, examples, answers)
+    return TeacherSide(teacher_tokenizer, collator, examples, answers, signal)
+
+
+@dataclass(frozen=True)
 class CellOptions:
     """How a run treats its cells beyond their config (never part of a cell's hash)."""
 
@@ -63,21 +92,28 @@ class CellRecipe:
     def run(self) -> float:
         """Run the cell to its ``DONE`` marker; returns its wall time in seconds."""
         started, memory = time.perf_counter(), PeakMemory()
+        # Under a multi-process launch the main process loads (and builds every cache) first: the others find it all.
         if self.key.method == TEACHER:
-            result, facts = self.evaluate(*self.teachers.model(self.ctx), self.ctx.teacher_format), {}
+            with distributed.main_first():
+                teacher = self.teachers.model(self.ctx)
+            result, facts = self.evaluate(*teacher, self.ctx.teacher_format), {}
         elif self.key.method == UNTRAINED:
-            result, facts = self.evaluate(*self.fresh_student(), self.ctx.student_format), {}
+            with distributed.main_first():
+                student = self.fresh_student()
+            result, facts = self.evaluate(*student, self.ctx.student_format), {}
         else:
-            setup = self.setup_training()  # 1. the student and the teacher signal
+            with distributed.main_first():
+                setup = self.setup_training()  # 1. the student and the teacher signal
             stats = self.train(setup)  # 2. training
             result = self.evaluate(setup.student, setup.student_tokenizer, self.ctx.student_format)  # 3. evaluation
             facts = {"train": asdict(stats), "n_train": len(setup.examples), "tokens_per_s": stats.tokens_per_s}
         wall = time.perf_counter() - started
-        self.cell.finish(result.metrics, result.predictions, self._run_info(result, facts, wall, memory))  # 4.
-        self.cell.remove_checkpoint()  # only now: a crash before DONE resumes from the final checkpoint
-        if self.options.save_students and self.method is not None:
-            # The card is read from the finished cell's files (`run_bench.py export-student` rewrites it any time).
-            write_model_card(self.cell.dir, self.cell.student_dir)
+        if distributed.is_main():  # 4. only the main process writes
+            self.cell.finish(result.metrics, result.predictions, self._run_info(result, facts, wall, memory))
+            self.cell.remove_checkpoint()  # only now: a crash before DONE resumes from the final checkpoint
+            if self.options.save_students and self.method is not None:
+                # The card is read from the finished cell's files (`run_bench.py export-student` rewrites it any time).
+                write_model_card(self.cell.dir, self.cell.student_dir)
         return wall
 
     # -- the steps -----------------------------------------------------------------------------------------------
@@ -94,13 +130,9 @@ class CellRecipe:
         student, student_tokenizer = self.fresh_student()
         if method.same_tokenizer_only and not ctx.pair.same_tokenizer:
             raise ValueError(f"method {method.name!r} needs a pair sharing one tokenizer; {ctx.pair.name!r} does not")
-        teacher_tokenizer = self.teachers.tokenizer(ctx)
-        collator = PairCollator(self.ctx.encoder(student_tokenizer, ctx.student_format),
-                                self.ctx.encoder(teacher_tokenizer, ctx.teacher_format))
-        examples, answers = self._training_targets(method)
-        teacher = self.teachers.signal(method, ctx, collator, examples, answers)
-        method.prepare(CachedPairResources(student_tokenizer, teacher_tokenizer, ctx.cache_dir))
-        return TrainingSetup(student, student_tokenizer, collator, examples, answers, teacher)
+        side = teacher_side(ctx, method, self.teachers, student_tokenizer)
+        method.prepare(CachedPairResources(student_tokenizer, side.teacher_tokenizer, ctx.cache_dir))
+        return TrainingSetup(student, student_tokenizer, side.collator, side.examples, side.answers, side.teacher)
 
     def train(self, setup: TrainingSetup) -> TrainStats:
         """Train the setup's student in place (resuming from the cell's checkpoint); saved into the cell with
@@ -108,7 +140,7 @@ class CellRecipe:
         assert self.method is not None
         stats = train(setup.student, self.method, setup.examples, setup.collator, self.ctx.settings.train,
                       self.key.seed, self.cell.checkpoint_dir, self.cell.train_log, setup.teacher, setup.answers)
-        if self.options.save_students:
+        if self.options.save_students and distributed.is_main():
             setup.student.save_pretrained(self.cell.student_dir)
             setup.student_tokenizer.save_pretrained(self.cell.student_dir)
         return stats
@@ -117,16 +149,6 @@ class CellRecipe:
         """Greedy generation on the evaluation subset, scored with the task's metric."""
         return evaluate(model, self.ctx.encoder(tokenizer, fmt), self.ctx.test_set(), self.ctx.max_new_tokens,
                         self.ctx.settings.eval.eval_batch_size, desc=f"eval {self.key.method}")
-
-    def _training_targets(self, method: Method) -> tuple[list[Example], list[str]]:
-        """The training subset and its targets: the reference answers, or the teacher's (SeqKD) with empty
-        generations dropped (ULD ``process.py``)."""
-        examples = self.ctx.train_set()
-        if method.teacher_needs != "text":
-            return examples, [e.answer for e in examples]
-        answers = self.teachers.answers(self.ctx, examples)
-        kept = [i for i, answer in enumerate(answers) if answer.strip()]
-        return [examples[i] for i in kept], [answers[i] for i in kept]
 
     # -- what run.json records -----------------------------------------------------------------------------------
     def _run_info(self, result: EvalResult, facts: dict[str, Any], wall: float, memory: PeakMemory) -> dict[str, Any]:
@@ -137,7 +159,7 @@ class CellRecipe:
                             if path.startswith(f"{self.ctx.task.data_subdir}/")},
             "settings": self.ctx.settings.to_dict(), "seed": self.key.seed,
             "student_prompt": self.ctx.student_format.key(), "teacher_prompt": self.ctx.teacher_format.key(),
-            "wall_time_s": wall, **memory.read(), "eval": result.stats,
+            "wall_time_s": wall, **memory.read(), "eval": result.stats, "processes": distributed.processes(),
             "overlap": self.ctx.overlap(lambda: (load_tokenizer(self.ctx.pair.student, cache_dir=self.ctx.cache_dir),
                                                  self.teachers.tokenizer(self.ctx))),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -31,6 +31,8 @@ import os
 import re
 import shutil
 import socket
+import threading
+import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass
@@ -323,11 +325,17 @@ class Cell:
 
 
 class CellLock:
-    """An exclusive per-cell lock file; a lock left by a dead process on this host is taken over."""
+    """An exclusive per-cell lock file. Its holder touches it every :attr:`heartbeat_s` seconds, so a lock left by
+    a dead process is taken over: at once when that process ran on this host, and after :attr:`stale_after_s`
+    without a heartbeat when it ran on another node (a killed Slurm array task, a lost node)."""
+
+    heartbeat_s = 30.0
+    stale_after_s = 300.0
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.held = False
+        self._stop = threading.Event()
 
     def acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -342,14 +350,28 @@ class CellLock:
             with os.fdopen(fd, "w") as handle:
                 handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
             self.held = True
+            self._stop.clear()
+            threading.Thread(target=self._beat, name=f"heartbeat {self.path}", daemon=True).start()
             return True
         return False
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:  # taken over after all (e.g. this process was suspended for long)
+                return
 
     def _stale(self) -> bool:
         try:
             owner = json.loads(self.path.read_text())
+            silent_s = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return True  # released meanwhile
         except (OSError, json.JSONDecodeError):
             return False  # being written right now by its owner
+        if silent_s > self.stale_after_s:
+            return True
         if owner.get("host") != socket.gethostname():
             return False
         try:
@@ -362,6 +384,7 @@ class CellLock:
 
     def release(self) -> None:
         if self.held:
+            self._stop.set()
             try:
                 self.path.unlink(missing_ok=True)
             except OSError:  # e.g. the disk turned read-only: a lock left by a dead process is taken over later
@@ -458,6 +481,11 @@ class Store:
 
     def cell(self, key: CellKey) -> Cell:
         return Cell(self.root, key)
+
+    @property
+    def job_logs(self) -> Path:
+        """Scheduler files and logs of ``--executor slurm`` (hidden: scans of the store skip it)."""
+        return self.root / ".jobs"
 
     # -- pairs that could not run --------------------------------------------------------------------------------
     def record_skipped(self, requested: list[str], skipped: dict[str, str]) -> str | None:

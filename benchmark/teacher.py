@@ -44,6 +44,13 @@ if TYPE_CHECKING:
     from benchmark.context import TaskPairContext
 
 
+# What the teacher-output cache can hold, by a method's ``teacher_needs``: the top-k logits with the full-vocabulary
+# normaliser (``topk_logits``) and the teacher's greedy answers (``text``). ``full_logits`` and ``hidden_states``
+# would cost a vocabulary-wide (or hidden-size-wide) row per answer token per example: those methods run the teacher
+# live, next to the student.
+CACHED_SIGNALS: dict[str, str] = {"topk_logits": "top-k logits", "text": "generated answers"}
+
+
 class StaleCacheError(RuntimeError):
     """Cached teacher rows do not match the batch they are asked for."""
 
@@ -102,33 +109,37 @@ class LiveTeacher:
         softcap = getattr(self.model.config, "final_logit_softcapping", None)
         if softcap:
             rows = torch.tanh(rows / softcap) * softcap
-        return TeacherOutputs(mask=view.answer_mask, logits=rows, vocab_size=rows.size(-1),
-                              hidden_states=hidden.float() if self.hidden_states else None)
+        # A sharded teacher ends on its last GPU; the batch (and the student) live where its first layer is.
+        return TeacherOutputs(mask=view.answer_mask, logits=rows.to(device), vocab_size=rows.size(-1),
+                              hidden_states=hidden.float().to(device) if self.hidden_states else None)
 
 
 class Teachers:
     """The teacher side of a run: serves each cell the teacher signal its method declares it needs."""
 
     def __init__(self, cache_dir: Path, log: Callable[[str], None] = print, outputs_dir: Path | None = None,
-                 temperatures: Iterable[float] = (), token_logits: bool = False, subsets: Iterable[str] = ()) -> None:
+                 temperatures: Iterable[float] = (), token_logits: bool = False, subsets: Iterable[str] = (),
+                 sharded: bool = False) -> None:
         """``cache_dir`` holds the models; the cached teacher outputs go to ``outputs_dir`` (default
         ``<cache_dir>/teacher``). ``temperatures``: the log-normalisers a top-k cache stores besides tau = 1;
         ``token_logits`` and ``subsets``: the per-row values it stores besides the top-k (each the union over the
-        run's methods, :meth:`for_methods`, so one cache serves them all)."""
-        self.cache_dir, self.log = Path(cache_dir), log
+        run's methods, :meth:`for_methods`, so one cache serves them all); ``sharded``: the teacher's layers are
+        spread over every visible GPU."""
+        self.cache_dir, self.log, self.sharded = Path(cache_dir), log, sharded
         self.outputs_dir = Path(outputs_dir) if outputs_dir is not None else self.cache_dir / "teacher"
         self.temperatures = tuple(sorted({float(t) for t in temperatures} - {1.0}))
         self.token_logits, self.subsets = token_logits, tuple(sorted(set(subsets)))
         self._loaded: tuple[str, Any, Any] | None = None  # (spec fingerprint, model, tokenizer)
 
     @classmethod
-    def for_methods(cls, cache_dir: Path, methods: Iterable[Method], log: Callable[[str], None] = print) -> "Teachers":
+    def for_methods(cls, cache_dir: Path, methods: Iterable[Method], log: Callable[[str], None] = print,
+                    sharded: bool = False, outputs_dir: Path | None = None) -> "Teachers":
         """The teacher side of a run of ``methods``: its top-k cache stores what any of them reads."""
         methods = list(methods)
         cached = [m for m in methods if m.teacher_needs == "topk_logits"]
-        return cls(cache_dir, log, temperatures={t for m in methods for t in m.teacher_temperatures},
+        return cls(cache_dir, log, outputs_dir, temperatures={t for m in methods for t in m.teacher_temperatures},
                    token_logits=any(m.teacher_token_logprobs for m in cached),
-                   subsets={name for m in cached for name in m.teacher_subsets})
+                   subsets={name for m in cached for name in m.teacher_subsets}, sharded=sharded)
 
     # -- the model -----------------------------------------------------------------------------------------------
     def model(self, ctx: "TaskPairContext") -> tuple[Any, Any]:
@@ -139,7 +150,7 @@ class Teachers:
             if spec.source == "local" and not (Path(spec.ref).parent / "DONE").exists():
                 self._fine_tune(ctx, Path(spec.ref).parent)
             model, tokenizer = load_model(spec, cache_dir=self.cache_dir, device="cuda" if on_gpu() else "cpu",
-                                          dtype=torch.bfloat16 if on_gpu() else torch.float32)
+                                          dtype=torch.bfloat16 if on_gpu() else torch.float32, sharded=self.sharded)
             self._loaded = (spec.fingerprint(), model.eval().requires_grad_(False), tokenizer)
         return self._loaded[1], self._loaded[2]
 
@@ -156,8 +167,8 @@ class Teachers:
         self.log(f"  fine-tuning teacher {ctx.pair.teacher.name} on {ctx.task.name} (cached in {directory})")
         model, tokenizer = load_model(ctx.pair.teacher, cache_dir=self.cache_dir, device="cuda" if on_gpu() else "cpu")
         train(model, SFT(), ctx.train_set(), PairCollator(ctx.encoder(tokenizer, ctx.teacher_format), None),
-              ctx.settings.train, 0,
-              directory / "checkpoint", directory / "train_log.jsonl")
+              ctx.settings.train, 0, directory / "checkpoint", directory / "train_log.jsonl",
+              data_parallel=False)  # the main process of a launch fine-tunes alone; the others wait for it
         model.save_pretrained(directory / "model")
         tokenizer.save_pretrained(directory / "model")
         write_atomic(directory / "DONE", "")

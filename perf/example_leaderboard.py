@@ -64,9 +64,9 @@ def write_docs(output: Path, facts: dict[str, Any]) -> None:
         f"- Tables rendered from the run's result store by commit `{git_state().get('git_commit') or 'unknown'}`",
         "",
         f"The `{facts['budget']}` budget trains on {data.limit_train} examples and evaluates on {data.limit_eval} "
-        "per task, so every score carries roughly ±10-15 points of sampling noise: read it as proof that the whole "
-        "pipeline runs, not as a ranking of methods. Regenerate with `python -m perf.example_leaderboard` "
-        "whenever the default's numbers change.",
+        "per task with one seed: the 95 % intervals, the vs-SFT marks and the power line below say how little "
+        "such a run can tell apart; read it as proof that the whole pipeline runs, not as a ranking of methods. "
+        "Regenerate with `python -m perf.example_leaderboard` whenever the default's numbers change.",
         "",
         "![leaderboard](example-leaderboard.png)",
         "",

@@ -56,7 +56,9 @@ def main() -> None:
         ctx = TaskPairContext.build(TASKS.get(args.task)(default_data_dir()), PAIRS.get(args.pair), settings,
                                     default_cache_dir())
         # Models come from the usual cache; the teacher outputs are built fresh, so the build is timed.
-        teachers, store = Teachers(default_cache_dir(), outputs_dir=Path(tmp) / "teacher"), Store(Path(tmp) / "runs")
+        teachers = Teachers.for_methods(default_cache_dir(), map(parse_method, args.methods),
+                                        outputs_dir=Path(tmp) / "teacher")
+        store = Store(Path(tmp) / "runs")
         rows, build_s, cache = [], None, None
         for text in args.methods:
             timings = []

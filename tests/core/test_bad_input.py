@@ -106,7 +106,7 @@ CASES = [
     run("budget-empty", "--budget", "", expected="--budget '': accepted: smoke, small, paper"),
     run("budget-unknown", "--budget", "huge", expected="--budget 'huge': accepted: smoke, small, paper"),
     run("teacher-prep-choice", "--teacher-prep", "magic", expected="invalid choice: 'magic'"),
-    run("executor-choice", "--executor", "slurm", expected="invalid choice: 'slurm'"),
+    run("executor-choice", "--executor", "moon", expected="invalid choice: 'moon'"),
     # -- --set ----------------------------------------------------------------------------------------------------
     run("set-method-not-a-float", "--set", "mlot.alpha=abc",
         expected="--set mlot.alpha=abc: argument --alpha: invalid float value: 'abc'"),

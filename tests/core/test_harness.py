@@ -5,7 +5,7 @@ import torch
 
 from benchmark.collate import PairCollator, ViewEncoder
 from benchmark.config import ConfigError, TrainSettings
-from benchmark.harness import micro_batch_plan, train
+from benchmark.harness import data_parallel_shape, micro_batch_plan, step_examples, train
 from benchmark.models import build_tiny
 from benchmark.prompting import PromptFormat
 from methods.baselines import SFT
@@ -15,13 +15,45 @@ from tests.core.toy_task import ToyTask, toy_examples
 def test_plan_visits_every_example_once_per_epoch_and_is_seeded():
     cfg = TrainSettings(epochs=2, batch_size=3, grad_accum=2)
     plan = micro_batch_plan(10, cfg, seed=5)
-    flat = [i for step in plan for micro in step for i in micro]
+    flat = [i for step in plan for micro in step.micro_batches for i in micro]
     assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
-    assert all(len(step) <= 2 and all(len(m) <= 3 for m in step) for step in plan)
+    assert all(len(step.micro_batches) <= 2 and all(len(m) <= 3 for m in step.micro_batches) for step in plan)
+    assert all(step.step_micro_batches == len(step.micro_batches) and not step.stand_in for step in plan)
     assert plan == micro_batch_plan(10, cfg, seed=5)
     assert plan != micro_batch_plan(10, cfg, seed=6)
     half = micro_batch_plan(10, TrainSettings(epochs=0.5, batch_size=3), seed=5)
-    assert sum(len(m) for step in half for m in step) == 5
+    assert sum(len(m) for step in half for m in step.micro_batches) == 5
+
+
+def test_plan_shards_each_step_over_the_processes():
+    """Two processes split each step's examples (the single-process step's, in order) into contiguous halves;
+    the short last step (2 of 10 examples left over) gives one each; the step's micro-batch count is global."""
+    cfg = TrainSettings(epochs=1, batch_size=2, grad_accum=2)  # effective batch 4
+    steps = step_examples(10, cfg, seed=3)
+    shares = [micro_batch_plan(10, cfg, 3, processes=2, rank=r) for r in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == len(steps) == 3
+    for step, mine, theirs in zip(steps, *shares):
+        assert [i for m in mine.micro_batches + theirs.micro_batches for i in m] == step
+        assert mine.step_micro_batches == theirs.step_micro_batches == len(mine.micro_batches) + len(theirs.micro_batches)
+    assert [len(m) for m in shares[0][0].micro_batches] == [2] and shares[0][-1].micro_batches == [steps[-1][:1]]
+    one = micro_batch_plan(10, cfg, 3)
+    assert [[i for m in share.micro_batches for i in m] for share in one] == steps
+
+
+def test_a_process_without_examples_runs_a_zero_weight_stand_in():
+    cfg = TrainSettings(epochs=1, batch_size=4, grad_accum=1)
+    last = [micro_batch_plan(5, cfg, 0, processes=4, rank=r)[-1] for r in range(4)]  # 1 example, 4 processes
+    assert [share.stand_in for share in last] == [False, True, True, True]
+    assert all(share.micro_batches == last[0].micro_batches and share.step_micro_batches == 1 for share in last)
+
+
+def test_data_parallel_shape_keeps_the_effective_batch():
+    assert data_parallel_shape(TrainSettings(batch_size=2, grad_accum=4), 2).__dict__ == {
+        "processes": 2, "effective_batch": 8, "per_device_batch": 2, "accumulation": 2}
+    assert data_parallel_shape(TrainSettings(batch_size=8, grad_accum=1), 4).per_device_batch == 2
+    with pytest.raises(ValueError, match=r"effective batch 2 \(batch_size 2 x grad_accum 1\) cannot be split evenly "
+                                         r"over 4 processes; make it a multiple of 4"):
+        data_parallel_shape(TrainSettings(batch_size=2, grad_accum=1), 4)
 
 
 @pytest.mark.parametrize("field,value", [("batch_size", 0), ("grad_accum", 0), ("schedule", "linear"), ("epochs", 0),

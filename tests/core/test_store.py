@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -108,6 +109,30 @@ def test_lock_left_by_dead_process_is_taken_over(tmp_path):
     assert lock.acquire()
     assert json.loads((tmp_path / "LOCK").read_text())["pid"] == os.getpid()
     lock.release()
+
+
+def test_lock_of_another_host_is_taken_over_only_once_its_heartbeat_stops(tmp_path):
+    """A killed Slurm array task leaves its lock on another node: alive while touched, stale after a silence."""
+    path = tmp_path / "LOCK"
+    path.write_text(json.dumps({"pid": 1, "host": "another-node"}))
+    assert not CellLock(path).acquire()  # touched just now
+    silent = time.time() - CellLock.stale_after_s - 1
+    os.utime(path, (silent, silent))
+    lock = CellLock(path)
+    assert lock.acquire() and json.loads(path.read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_a_held_lock_keeps_beating(tmp_path, monkeypatch):
+    monkeypatch.setattr(CellLock, "heartbeat_s", 0.05)
+    lock = CellLock(tmp_path / "LOCK")
+    assert lock.acquire()
+    old = time.time() - 3600
+    os.utime(lock.path, (old, old))
+    time.sleep(0.3)
+    assert time.time() - lock.path.stat().st_mtime < 5  # touched again by the holder
+    lock.release()
+    assert not lock.path.exists()
 
 
 def test_git_state_names_a_real_commit():
