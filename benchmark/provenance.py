@@ -6,12 +6,15 @@ import platform
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from benchmark.paths import REPO_ROOT
 
 TRACKED_PACKAGES = ("torch", "transformers", "accelerate", "tokenizers", "gguf", "safetensors", "rouge-score", "numpy")
 WORKER_ENV = "CTKD_WORKER"  # set by ``--executor gpus`` for each worker process
+# CPU features that change CPU timings several-fold (the same default run: 12.7 min with them, 32 min without).
+TIMING_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
 def git_state() -> dict[str, Any]:
@@ -36,6 +39,20 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU model and which of :data:`TIMING_CPU_FLAGS` it has, e.g. ``AMD EPYC; avx2 avx512f``; the platform's
+    processor string where ``/proc/cpuinfo`` cannot be read (not Linux)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    present = [flag for flag in TIMING_CPU_FLAGS if flag in flags]
+    return f"{fields.get('model name', platform.machine())}; {' '.join(present) or 'none of ' + ' '.join(TIMING_CPU_FLAGS)}"
+
+
 def environment_info() -> dict[str, Any]:
     import torch
 
@@ -44,6 +61,7 @@ def environment_info() -> dict[str, Any]:
         "packages": package_versions(),
         "platform": platform.platform(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+        "cpu": cpu_description(),
         "torch_threads": torch.get_num_threads(),
         "worker": os.environ.get(WORKER_ENV),  # which grid worker ran the cell (``--executor gpus``), else None
     }

@@ -24,7 +24,7 @@ from typing import Any
 from benchmark.config import budget_settings, default_budget_name
 from benchmark.files import write_json
 from benchmark.paths import REPO_ROOT, default_cache_dir
-from benchmark.provenance import git_state
+from benchmark.provenance import cpu_description, git_state
 from leaderboards import render_leaderboards
 
 REPO = REPO_ROOT
@@ -35,7 +35,7 @@ FACTS = "example_run.json"
 def run_default(output: Path) -> dict[str, Any]:
     """Run the default into ``output`` and return the facts the docs' header states."""
     command = ["python", "run_bench.py"] + ([] if output == Path("runs") else ["--output", str(output)])
-    cold = not (default_cache_dir() / "models").exists()
+    cached_before = cached_models()
     git = git_state()
     started_at = time.strftime("%Y-%m-%d %H:%M %Z")
     started = time.perf_counter()
@@ -43,10 +43,26 @@ def run_default(output: Path) -> dict[str, Any]:
     return {
         "command": shlex.join(command), "exit_status": status, "started_at": started_at,
         "git_commit": git.get("git_commit"), "git_dirty": git.get("git_dirty"),
-        "wall_time_s": time.perf_counter() - started, "model_cache": "cold" if cold else "warm",
-        "budget": default_budget_name(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        "wall_time_s": time.perf_counter() - started, "model_cache": model_cache_state(cached_before),
+        "budget": default_budget_name(), "machine": f"{platform.machine()}, {os.cpu_count()} cores ({cpu_description()}), "
         f"{platform.python_implementation()} {platform.python_version()}",
     }
+
+
+def cached_models() -> set[str]:
+    """The dequantized models in the cache (one directory each)."""
+    models = default_cache_dir() / "models"
+    return {entry.name for entry in models.iterdir() if entry.is_dir()} if models.exists() else set()
+
+
+def model_cache_state(cached_before: set[str]) -> str:
+    """Which models the run had to build (GGUF assembly and dequantization are in its wall time)."""
+    built = sorted(cached_models() - cached_before)
+    if not built:
+        return "warm model cache"
+    reused = sorted(cached_before)
+    return f"models built in the run: {', '.join(built)}" + (f"; cached before: {', '.join(reused)}" if reused else
+                                                              " (cold model cache)")
 
 
 def write_docs(output: Path, facts: dict[str, Any]) -> None:
@@ -59,7 +75,7 @@ def write_docs(output: Path, facts: dict[str, Any]) -> None:
         f"- Command: `{facts['command']}` (exit status {facts['exit_status']})",
         f"- Date: {facts['started_at']}",
         f"- Commit: `{facts['git_commit'] or 'unknown'}`{' (with uncommitted changes)' if facts['git_dirty'] else ''}",
-        f"- Wall time: {wall / 60:.1f} min ({wall:.0f} s), {facts['model_cache']} model cache",
+        f"- Wall time: {wall / 60:.1f} min ({wall:.0f} s); {facts['model_cache']}",
         f"- Machine: {facts['machine']}",
         f"- Tables rendered from the run's result store by commit `{git_state().get('git_commit') or 'unknown'}`",
         "",
