@@ -62,6 +62,9 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     print(summarize(outcomes))
     failed = any(o.status in FAILED_STATUSES for o in outcomes)
+    if not outcomes:  # every requested pair was skipped: nothing ran, which is not a success
+        print("nothing ran: every requested pair was skipped (the reasons are above)")
+        failed = True
     if options.leaderboard:
         try:
             _print_leaderboard(grid.store.root)

@@ -50,6 +50,17 @@ def test_ls_lists_every_registered_name_first(capsys, monkeypatch):
 
 
 @needs_data
+def test_a_run_whose_every_pair_is_skipped_fails_with_the_reason(tmp_path, capsys):
+    # A 7B pair's models are not on this machine: the pair is skipped, and with it everything the run asked for.
+    pair = "llama2-7b-chat-to-opt-350m"
+    args = ["--pairs", pair, *FAST[2:], "--methods", "sft", "--output", str(tmp_path)]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert f"skipped pair {pair}: " in out and "nothing ran: every requested pair was skipped" in out
+    assert not any(tmp_path.glob("qed/**/DONE"))
+
+
+@needs_data
 def test_dry_run_prints_the_grid(tmp_path, capsys):
     assert main(["--methods", "sft,uld", "--seeds", "1", "2", *FAST, "--output", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
