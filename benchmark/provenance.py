@@ -49,8 +49,8 @@ def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     fields = {key.strip(): value.strip() for key, value in fields.items()}
     flags = set(fields.get("flags", "").split())
-    present = [flag for flag in TIMING_CPU_FLAGS if flag in flags]
-    return f"{fields.get('model name', platform.machine())}; {' '.join(present) or 'none of ' + ' '.join(TIMING_CPU_FLAGS)}"
+    present = " ".join(flag for flag in TIMING_CPU_FLAGS if flag in flags) or f"none of {' '.join(TIMING_CPU_FLAGS)}"
+    return f"{fields.get('model name', platform.machine())}; {present}"
 
 
 def environment_info() -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Runs ``python run_bench.py`` (the no-argument default) into an output directory that must not exist yet, so that
 the wall time written at the top is that of a full run, records the run's facts (command, date, commit, wall time,
-whether the model cache was cold) in ``<output>/example_run.json``, and writes the leaderboard it rendered into
-``docs/`` under a header with those facts. ``--render-only`` redoes the docs from an existing output directory and
+which models the run had to build, the CPU) in ``<output>/example_run.json``, and writes the leaderboard it rendered
+into ``docs/`` under a header with those facts. ``--render-only`` redoes the docs from an existing output directory and
 its recorded facts (after a change to the leaderboard rendering, say), training and evaluating nothing.
 
 Usage: python -m perf.example_leaderboard [--output runs] [--render-only]
@@ -44,8 +44,9 @@ def run_default(output: Path) -> dict[str, Any]:
         "command": shlex.join(command), "exit_status": status, "started_at": started_at,
         "git_commit": git.get("git_commit"), "git_dirty": git.get("git_dirty"),
         "wall_time_s": time.perf_counter() - started, "model_cache": model_cache_state(cached_before),
-        "budget": default_budget_name(), "machine": f"{platform.machine()}, {os.cpu_count()} cores ({cpu_description()}), "
-        f"{platform.python_implementation()} {platform.python_version()}",
+        "budget": default_budget_name(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores ({cpu_description()}), "
+                   f"{platform.python_implementation()} {platform.python_version()}",
     }
 
 
