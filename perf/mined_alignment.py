@@ -15,15 +15,16 @@ changes: their DTW alignment, and which rows fall back. The vocabulary map is re
 from __future__ import annotations
 
 import argparse
-import os
 import random
 
 from benchmark.collate import EncodedView, stack_views
 from benchmark.models import load_family_tokenizer
+from benchmark.pair_cache import CachedPairResources
+from benchmark.paths import default_cache_dir
 from methods.batch import DistillBatch, TokenView
 from methods.edit_alignment import TIE_ORDERS, dtw_align
 from methods.mined import ALIGNED_TOKENS, MinED, MinEDConfig
-from methods.vocab_map import TokenCanonicalizer, VocabInfo
+from methods.token_text import TokenCanonicalizer, VocabInfo
 
 PROMPT = "Answer the question in one sentence.\nQuestion: what happened next?\nAnswer:"
 
@@ -71,12 +72,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     teacher_tokenizer, student_tokenizer = load_family_tokenizer(args.teacher), load_family_tokenizer(args.student)
-    cache_dir = os.environ.get("CTKD_CACHE_DIR", ".cache")
+    resources = CachedPairResources(student_tokenizer, teacher_tokenizer, default_cache_dir())
     readings = [(aligned, ties) for aligned in ALIGNED_TOKENS for ties in TIE_ORDERS]
     methods = {}
     for aligned, ties in readings:
         methods[aligned, ties] = MinED(MinEDConfig(aligned_tokens=aligned, dtw_tie_order=ties))
-        methods[aligned, ties].prepare(student_tokenizer, teacher_tokenizer, cache_dir)
+        methods[aligned, ties].prepare(resources)
     canon = {"student": VocabInfo.from_tokenizer(student_tokenizer).canonicalizer(),
              "teacher": VocabInfo.from_tokenizer(teacher_tokenizer).canonicalizer()}
 

@@ -11,16 +11,15 @@ Usage: python -m perf.render_leaderboard [--keep DIR]
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmark.store import CellKey, Store, scan_store
 from leaderboards import render_leaderboards
 from leaderboards.analysis import analyze
-from leaderboards.store import scan_store
 
 TASKS = {  # task -> (headline, metrics, examples per cluster)
     "qed": ("f1", ("f1", "exact_match"), 1),
@@ -36,7 +35,7 @@ EXAMPLES = 200
 
 
 def write_store(root: Path) -> int:
-    rng = np.random.default_rng(0)
+    store, rng = Store(root), np.random.default_rng(0)
     cells = 0
     for task, (headline, metrics, cluster_size) in TASKS.items():
         for pair in PAIRS:
@@ -45,28 +44,26 @@ def write_store(root: Path) -> int:
             for method, seed in grid:
                 shift = rng.normal(0, 3)
                 scores = {m: np.clip(difficulty + shift + rng.normal(0, 15, EXAMPLES), 0, 100) for m in metrics}
-                write_cell(root / task / pair / method / f"seed{seed}", task, pair, method, seed, headline, scores,
-                           cluster_size)
+                write_cell(store, task, pair, method, seed, headline, scores, cluster_size)
                 cells += 1
     return cells
 
 
-def write_cell(cell: Path, task: str, pair: str, method: str, seed: int, headline: str,
+def write_cell(store: Store, task: str, pair: str, method: str, seed: int, headline: str,
                scores: dict[str, np.ndarray], cluster_size: int) -> None:
-    cell.mkdir(parents=True)
-    config = {"task": task, "pair": pair, "method": method, "seed": seed, "headline_metric": headline,
-              "role": "teacher" if method == "teacher" else "student"}
-    (cell / "config.json").write_text(json.dumps({"hash": f"{method}-{seed}", "config": config}))
-    (cell / "metrics.json").write_text(json.dumps({m: float(v.mean()) for m, v in scores.items()}))
-    lines = [json.dumps({"id": f"ex{i}", "cluster": f"ex{i - i % cluster_size}", "prediction": "p", "references": ["r"],
-                         **{m: float(v[i]) for m, v in scores.items()}}) for i in range(EXAMPLES)]
-    (cell / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    """One finished cell, written through the store as a run writes it (format, config hash, run.json's hash)."""
+    role = "teacher" if method == "teacher" else "student"
+    cell = store.cell(CellKey(task, pair, method, seed))
+    config = {"cell": {"task": task, "pair": pair, "method": method, "seed": seed}, "headline_metric": headline,
+              "role": role}
+    digest = cell.start(config)
+    predictions = [{"id": f"ex{i}", "cluster": f"ex{i - i % cluster_size}", "prediction": "p", "references": ["r"],
+                    **{m: float(v[i]) for m, v in scores.items()}} for i in range(EXAMPLES)]
     trains = method not in ("teacher", "untrained")
-    run = {"wall_time_s": 60.0, "peak_memory_mb": 2048.0,
+    run = {"config_hash": digest, "wall_time_s": 60.0, "peak_memory_mb": 2048.0,
            "eval": {"n_examples": EXAMPLES, "generation_wall_time_s": 20.0},
            **({"train": {"steps": 100, "wall_time_s": 30.0, "resumed_from_step": 0}} if trains else {})}
-    (cell / "run.json").write_text(json.dumps(run))
-    (cell / "DONE").write_text("")
+    cell.finish({m: float(v.mean()) for m, v in scores.items()}, predictions, run)
 
 
 def main(argv: list[str] | None = None) -> int:
