@@ -31,19 +31,6 @@ from tasks.base import Example
 
 
 @dataclass(frozen=True)
-class TrainingSetup:
-    """What training a cell's student takes: the student, its training examples with their targets (reference or
-    teacher answers), both tokenized views (the collator) and the teacher signal (None, a cache or a live teacher)."""
-
-    student: Any
-    student_tokenizer: Any
-    collator: PairCollator
-    examples: list[Example]
-    answers: list[str]
-    teacher: TeacherSource | None
-
-
-@dataclass(frozen=True)
 class TeacherSide:
     """What a method trains on besides the student: both tokenized views, the examples with their targets, and the
     teacher signal (None, a cache or a live teacher)."""
@@ -53,6 +40,15 @@ class TeacherSide:
     examples: list[Example]
     answers: list[str]
     teacher: TeacherSource | None
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What training a cell's student takes: the student and its tokenizer, and its teacher side."""
+
+    student: Any
+    student_tokenizer: Any
+    side: TeacherSide
 
 
 def teacher_side(ctx: TaskPairContext, method: Method, teachers: Teachers, student_tokenizer: Any) -> TeacherSide:
@@ -106,7 +102,7 @@ class CellRecipe:
                 setup = self.setup_training()  # 1. the student and the teacher signal
             stats = self.train(setup)  # 2. training
             result = self.evaluate(setup.student, setup.student_tokenizer, self.ctx.student_format)  # 3. evaluation
-            facts = {"train": asdict(stats), "n_train": len(setup.examples), "tokens_per_s": stats.tokens_per_s}
+            facts = {"train": asdict(stats), "n_train": len(setup.side.examples), "tokens_per_s": stats.tokens_per_s}
         wall = time.perf_counter() - started
         if distributed.is_main():  # 4. only the main process writes
             self.cell.finish(result.metrics, result.predictions, self._run_info(result, facts, wall, memory))
@@ -132,14 +128,15 @@ class CellRecipe:
             raise ValueError(f"method {method.name!r} needs a pair sharing one tokenizer; {ctx.pair.name!r} does not")
         side = teacher_side(ctx, method, self.teachers, student_tokenizer)
         method.prepare(CachedPairResources(student_tokenizer, side.teacher_tokenizer, ctx.cache_dir))
-        return TrainingSetup(student, student_tokenizer, side.collator, side.examples, side.answers, side.teacher)
+        return TrainingSetup(student, student_tokenizer, side)
 
     def train(self, setup: TrainingSetup) -> TrainStats:
         """Train the setup's student in place (resuming from the cell's checkpoint); saved into the cell with
         ``--save-students``."""
         assert self.method is not None
-        stats = train(setup.student, self.method, setup.examples, setup.collator, self.ctx.settings.train,
-                      self.key.seed, self.cell.checkpoint_dir, self.cell.train_log, setup.teacher, setup.answers)
+        side = setup.side
+        stats = train(setup.student, self.method, side.examples, side.collator, self.ctx.settings.train,
+                      self.key.seed, self.cell.checkpoint_dir, self.cell.train_log, side.teacher, side.answers)
         if self.options.save_students and distributed.is_main():
             setup.student.save_pretrained(self.cell.student_dir)
             setup.student_tokenizer.save_pretrained(self.cell.student_dir)

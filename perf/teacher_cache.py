@@ -69,9 +69,10 @@ def main() -> None:
                 started = time.perf_counter()
                 setup = recipe.setup_training()  # builds the cache on its first call
                 if build_s is None:
-                    build_s, cache = time.perf_counter() - started, setup.teacher
+                    build_s, cache = time.perf_counter() - started, setup.side.teacher
                 if source == "live":
-                    setup = dataclasses.replace(setup, teacher=LiveTeacher(teachers.model(ctx)[0]))
+                    live = LiveTeacher(teachers.model(ctx)[0])
+                    setup = dataclasses.replace(setup, side=dataclasses.replace(setup.side, teacher=live))
                 started = time.perf_counter()
                 recipe.train(setup)
                 timings.append(time.perf_counter() - started)
