@@ -27,6 +27,7 @@ import torch
 
 from benchmark.collate import PairCollator, ViewEncoder
 from benchmark.digest import digest
+from benchmark.evaluation import left_pad
 from methods.base import Method, Sampling
 from methods.batch import DistillBatch
 from tasks.base import Example
@@ -71,23 +72,21 @@ def sample_answers(model: Any, encoder: ViewEncoder, examples: Sequence[Example]
     device = next(model.parameters()).device
     rendered = [encoder.render(e) for e in examples]
     stops = _eos_ids(model, tokenizer)
-    previous_side, was_training = tokenizer.padding_side, model.training
-    tokenizer.padding_side = "left"
+    pad_id, was_training = _pad_id(tokenizer, stops), model.training
+    input_ids, attention_mask = left_pad(tokenizer([r.text for r in rendered])["input_ids"], pad_id)
     model.eval()
     try:
-        inputs = tokenizer([r.text for r in rendered], return_tensors="pt", padding=True).to(device)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             sequences = model.generate(
-                **inputs, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
                 top_k=sampling.top_k, max_new_tokens=min(sampling.max_new_tokens, encoder.max_answer_tokens),
-                eos_token_id=sorted(stops), pad_token_id=_pad_id(tokenizer, stops), use_cache=True,
+                eos_token_id=sorted(stops), pad_token_id=pad_id, use_cache=True,
             )
     finally:
-        tokenizer.padding_side = previous_side
         model.train(was_training)
     answers, tokens, complete = [], [], []
-    for row, prompt in zip(sequences[:, inputs["input_ids"].size(1):].tolist(), rendered):
+    for row, prompt in zip(sequences[:, input_ids.size(1):].tolist(), rendered):
         end = next((i for i, token in enumerate(row) if token in stops), None)
         text = tokenizer.decode(row[:end], skip_special_tokens=True)
         answers.append(text[len(prompt.answer_prefix):] if text.startswith(prompt.answer_prefix) else text)
