@@ -15,12 +15,30 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, get_args, get_origin, get_type_hints
+from pathlib import Path
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Literal,
+    Mapping,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
+
+if TYPE_CHECKING:  # annotations only: the config tree imports nothing of the package
+    from methods.base import MethodConfig
+    from tasks.base import Task
 
 Schedule = Literal["onecycle", "cosine", "constant"]
 TeacherPrep = Literal["as-is", "few-shot", "sft"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 TEACHER_PREPS: tuple[str, ...] = get_args(TeacherPrep)
+
+
+class UsageError(ValueError):
+    """Bad command-line input; reported as one line with exit code 2."""
 
 
 class ConfigError(ValueError):
@@ -284,3 +302,21 @@ class RunOptions(Section):
     exit_on_error: bool = option(False, "stop at the first failing cell (default: record it and go on)")
     save_students: bool = option(False, "save each trained student with save_pretrained into its cell")
     leaderboard: bool = option(True, "render the leaderboard after the run (--no-leaderboard: do not)")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A run, resolved: canonical names, the settings tree, each method's config, absolute choices of paths."""
+
+    options: RunOptions  # as given (flags that only steer the run: force, executor, ...)
+    tasks: list[str]
+    pairs: list[str]
+    methods: list[str]
+    seeds: list[int]
+    budget: str
+    settings: Settings
+    method_configs: dict[str, MethodConfig]
+    data_dir: Path
+    cache_dir: Path
+    # The tasks' adapters with their data parsed while checking it (the run reuses them); empty: built on first use.
+    task_adapters: dict[str, Task] = field(default_factory=dict, compare=False, repr=False)

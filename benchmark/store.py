@@ -3,7 +3,7 @@
 ::
 
     <root>/<task>/<pair>/<method>/seed<k>/
-        config.json        {"format": 2, "hash": <sha256 of config>, "config": {...}}, written when the cell starts
+        config.json        {"format": 3, "hash": <sha256 of config>, "config": {...}}, written when the cell starts
         run.json           provenance and cost;  metrics.json  raw metric values (0-100)
         predictions.jsonl  one line per evaluation example;  train_log.jsonl  one line per optimizer step
         checkpoint/        while training (removed when the cell finishes);  student/  with --save-students
@@ -21,7 +21,10 @@ half-copied file from a sync tool): a run keeps its files aside and runs it agai
 named ``seed<int>`` are not cells, so files beside the cells never interfere. Format 1 (before ``format`` was
 recorded) is read the same way, minus the checks its files cannot pass (its config hashes were computed by an older
 scheme; ``run.json`` and ``predictions.jsonl`` were optional), so a run cannot reuse those cells and says so
-(:meth:`Store.older_format_cells`). A store format newer than :data:`STORE_FORMAT` is named as such, never guessed.
+(:meth:`Store.older_format_cells`). Format 2 holds the same fields as format 3, but its hash covered the whole teacher
+section in every trained cell (format 3 hashes only what a cell reads): its cells are read, exported and rendered,
+named as computed under the older hash, and re-run by a run, never reused. A store format newer than
+:data:`STORE_FORMAT` is named as such, never guessed.
 """
 from __future__ import annotations
 
@@ -39,12 +42,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from benchmark.digest import digest
-from benchmark.files import (
-    describe_os_error, disk_error_hint, read_json, read_jsonl, write_atomic, write_json, write_jsonl,
+from benchmark.core.digest import digest
+from benchmark.core.files import (
+    describe_os_error,
+    disk_error_hint,
+    read_json,
+    read_jsonl,
+    write_atomic,
+    write_json,
+    write_jsonl,
 )
 
-STORE_FORMAT = 2
+STORE_FORMAT = 3
+# Formats whose config.json holds this version's fields (what exports read); reuse needs STORE_FORMAT itself.
+READABLE_CONFIG_FORMATS = (2, 3)
 
 # Reserved method names: the reference rows stored beside the distillation methods (seed 0: greedy decoding makes
 # them seed-independent), and the baseline every method is compared with.
@@ -145,8 +156,8 @@ class Cell:
     def is_done(self, config_digest: str) -> bool:
         """True when the cell finished with exactly this resolved config and its files are sound."""
         stored = self.stored_config()
-        return (self._done.exists() and stored is not None and stored.get("hash") == config_digest
-                and self.damage() is None)
+        return (self._done.exists() and stored is not None and stored.get("format", 1) == STORE_FORMAT
+                and stored.get("hash") == config_digest and self.damage() is None)
 
     def damage(self) -> str | None:
         """Why the cell's files cannot be trusted, in one line naming the file; None when they can. A finished
@@ -195,11 +206,12 @@ class Cell:
         return self.done_time() is not None
 
     def finished_config(self) -> tuple[dict[str, Any], str]:
-        """``(config, hash)`` of a sound cell written by this store format; one-line :class:`StoreError` otherwise."""
+        """``(config, hash)`` of a sound cell whose config holds this version's fields (:data:`READABLE_CONFIG_FORMATS`);
+        one-line :class:`StoreError` otherwise."""
         stored, store_format = self._sound_config()
-        if store_format != STORE_FORMAT:
-            raise StoreError(f"{self._config} is in store format {store_format}, this code reads format "
-                             f"{STORE_FORMAT}; re-run the cell")
+        if store_format not in READABLE_CONFIG_FORMATS:
+            raise StoreError(f"{self._config} is in store format {store_format}, this code reads formats "
+                             f"{', '.join(map(str, READABLE_CONFIG_FORMATS))}; re-run the cell")
         return stored["config"], stored["hash"]
 
     def metrics(self) -> dict[str, float]:

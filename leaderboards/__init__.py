@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from benchmark.files import write_atomic
+from benchmark.core.files import write_atomic
+from benchmark.store import scan_store
 from leaderboards.analysis import analyze
 from leaderboards.frames import load
 from leaderboards.html import leaderboard_html
 from leaderboards.plot import leaderboard_png
 from leaderboards.render import leaderboard_csv, markdown, summary_csv, vs_sft_csv
 from leaderboards.stats import BootstrapConfig
-from benchmark.store import scan_store
 from leaderboards.tables import build_document
 
 __all__ = ["BootstrapConfig", "load", "render_leaderboards"]

@@ -19,6 +19,7 @@ from typing import Iterable, Literal
 
 import numpy as np
 
+from benchmark.store import SFT, TEACHER, UNTRAINED, CellRecord, StoreError, StoreScan
 from leaderboards.examples import ExampleScores, read_example_scores
 from leaderboards.stats import (
     BootstrapConfig,
@@ -35,7 +36,6 @@ from leaderboards.stats import (
     rank_ranges,
     seed_multipliers,
 )
-from benchmark.store import SFT, TEACHER, UNTRAINED, CellRecord, StoreError, StoreScan
 
 REFERENCES = (TEACHER, UNTRAINED)  # seed-independent rows (greedy decoding), stored once as seed 0
 Mark = Literal["better", "worse", "n.d.", ""]

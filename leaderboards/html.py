@@ -12,8 +12,8 @@ import html
 import math
 import re
 
-from leaderboards.analysis import Comparison
 from benchmark.store import UNTRAINED
+from leaderboards.analysis import Comparison
 from leaderboards.tables import Cell, Document, Section, Table
 
 _BAR_WIDTH, _BAR_HEIGHT = 120, 10

@@ -15,10 +15,10 @@ import statistics
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from benchmark.store import SFT, CellRecord, scan_store
 from leaderboards.analysis import REFERENCES, TableInfo, analyze
 from leaderboards.examples import read_run_costs
 from leaderboards.stats import BootstrapConfig, examples_needed
-from benchmark.store import SFT, CellRecord, scan_store
 
 SEED_OPTIONS = (1, 2, 3, 5, 10)  # [suite] the rows of a plan
 _SPREAD_ONLY = BootstrapConfig(resamples=100)  # the plan uses the variance components, not the resampled intervals

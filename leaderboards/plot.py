@@ -15,8 +15,8 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from leaderboards.analysis import Analysis, CellStats
 from benchmark.store import TEACHER, UNTRAINED, StoreScan
+from leaderboards.analysis import Analysis, CellStats
 from leaderboards.tables import ordered_methods
 
 _REFERENCE_STYLE = {

@@ -10,10 +10,11 @@ import dataclasses
 
 import pandas as pd
 
+from benchmark.store import StoreScan
 from leaderboards.analysis import Analysis
 from leaderboards.frames import cells_frame, sort_rows
-from benchmark.store import StoreScan
 from leaderboards.tables import Document, Table
+
 
 def leaderboard_csv(scan: StoreScan) -> str:
     """Long format: one row per complete cell and metric, with its config hash and costs (:func:`leaderboards.load`)."""

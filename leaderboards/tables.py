@@ -18,8 +18,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
-from leaderboards.analysis import REFERENCES, Analysis, CellStats, Comparison, TableInfo
 from benchmark.store import SFT, TEACHER, StoreScan
+from leaderboards.analysis import REFERENCES, Analysis, CellStats, Comparison, TableInfo
 
 MISSING = "–"
 _BASELINES = (*REFERENCES, SFT)

@@ -79,7 +79,7 @@ class Method:
     teacher_token_logprobs: ClassVar[bool] = False
     teacher_subsets: ClassVar[tuple[str, ...]] = ()
     # Share of micro-batches trained on the student's own samples, scored by the live teacher (TRL's ``lmbda``);
-    # the harness samples them (benchmark.on_policy) as ``sampling`` says. 0: the dataset's answers only.
+    # the harness samples them (benchmark.engine.on_policy) as ``sampling`` says. 0: the dataset's answers only.
     on_policy_fraction: ClassVar[float] = 0.0
     sampling: ClassVar[Sampling] = Sampling()
     # True when the method is only defined for pairs that share one tokenizer (e.g. token-level KL).

@@ -1,6 +1,6 @@
 """The tensors a distillation loss sees: one batch, two tokenized views of the same strings, and teacher outputs.
 
-The collator (``benchmark.collate``) builds these; methods only read them. Conventions shared by every method:
+The collator (``benchmark.engine.collate``) builds these; methods only read them. Conventions shared by every method:
 
 * Sequences are right-padded. ``labels`` is -100 on prompt and padding and equals the token id on answer tokens
   (including a final EOS when the model has one), so the student's cross-entropy is the usual shifted CE.

@@ -27,7 +27,7 @@ Where this differs from TRL, and why:
 * a sample without any group is left out of the batch mean (TRL counts it as 0);
 * ``gold-onpolicy`` (TRL's ``lmbda`` = 0.5, spec §8.7): the same loss, with half of the micro-batches (a fixed-seed
   draw each) replaced by the student's own samples (temperature 0.9, top-p 0.95, no top-k), which the harness
-  re-encodes for both tokenizers and the live teacher scores (:mod:`benchmark.on_policy`). TRL re-encodes the
+  re-encodes for both tokenizers and the live teacher scores (:mod:`benchmark.engine.on_policy`). TRL re-encodes the
   completion for the teacher only and keeps the student's sampled ids.
 """
 from __future__ import annotations

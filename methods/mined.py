@@ -33,7 +33,6 @@ from methods.resources import PairResources
 from methods.token_text import TokenCanonicalizer
 from methods.vocab_map import VocabMap
 
-
 ALIGNED_TOKENS: tuple[str, ...] = ("inputs", "targets")
 
 

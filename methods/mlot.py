@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.alignment import ALIGNMENT_MODES, align, compact, gather_rows, sample_mean, token_mean
+from methods.alignment import (
+    ALIGNMENT_MODES,
+    align,
+    compact,
+    gather_rows,
+    sample_mean,
+    token_mean,
+)
 from methods.base import Method, MethodConfig
 from methods.batch import DistillBatch, TeacherOutputs, full_teacher_logits
 from methods.ot import (

@@ -6,7 +6,7 @@ import importlib.util
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from benchmark.registry import Registry
+from benchmark.core.registry import Registry
 from methods.base import Method
 
 METHODS: Registry[type[Method]] = Registry("method", name_attribute="name")

@@ -1,7 +1,7 @@
 """What a method may derive from a pair's two tokenizers before training (e.g. MinED's vocabulary map).
 
 Methods never read or write files: they ask a :class:`PairResources` for derived data. This base computes it in
-memory; the harness side (``benchmark.pair_cache.CachedPairResources``) stores each item on disk, keyed by both
+memory; the harness side (``benchmark.models.pair_cache.CachedPairResources``) stores each item on disk, keyed by both
 tokenizers, so that it is built once per pair and shared by every cell, seed and worker.
 """
 from __future__ import annotations

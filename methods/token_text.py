@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from benchmark.digest import digest
+from benchmark.core.digest import digest
 
 ROLES = ("eos_token", "bos_token", "pad_token", "unk_token")  # checked in this order; the first shared role wins
 SENTENCEPIECE_MARKER = "▁"

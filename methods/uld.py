@@ -40,7 +40,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.alignment import ALIGNMENT_MODES, Alignment, align, gather_rows, sample_mean
+from methods.alignment import (
+    ALIGNMENT_MODES,
+    Alignment,
+    align,
+    gather_rows,
+    sample_mean,
+)
 from methods.base import Method, MethodConfig
 from methods.batch import DistillBatch, TeacherOutputs, full_teacher_logits
 from methods.ot import append_tail, pad_last, rank_l1, topk_logprobs

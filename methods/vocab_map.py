@@ -9,7 +9,7 @@ the student token at minimum Levenshtein distance (first minimum in student-id o
 * special tokens with a shared role map role to role (teacher EOS → student EOS), other specials only to student
   specials, and ordinary tokens only to ordinary tokens;
 * :meth:`VocabInfo.fingerprint` identifies everything the map depends on, so the harness side can cache it per pair
-  (``benchmark.pair_cache``); this module only computes.
+  (``benchmark.models.pair_cache``); this module only computes.
 """
 from __future__ import annotations
 

@@ -12,11 +12,11 @@ import time
 import torch
 
 from benchmark.config import Settings
-from benchmark.context import TaskPairContext
-from benchmark.evaluation import generate
-from benchmark.models import load_model
-from benchmark.pairs import PAIRS
-from benchmark.paths import default_cache_dir, default_data_dir
+from benchmark.core.paths import default_cache_dir, default_data_dir
+from benchmark.engine.evaluation import generate
+from benchmark.models.loading import load_model
+from benchmark.models.pairs import PAIRS
+from benchmark.run.context import TaskPairContext
 from tasks.registry import TASKS, load_tasks
 
 

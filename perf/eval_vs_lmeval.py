@@ -24,14 +24,14 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from benchmark.collate import ViewEncoder
 from benchmark.config import budget_settings
-from benchmark.context import subset
-from benchmark.evaluation import clean_prediction, evaluate
-from benchmark.lm_eval_export import LmEvalSettings, export_lm_eval
-from benchmark.models import load_model, offline_model_dir
-from benchmark.pairs import SMOLLM2
+from benchmark.engine.collate import ViewEncoder
+from benchmark.engine.evaluation import clean_prediction, evaluate
+from benchmark.export.lm_eval import LmEvalSettings, export_lm_eval
+from benchmark.models.loading import load_model, offline_model_dir
+from benchmark.models.pairs import SMOLLM2
 from tasks import load as load_task
+from tasks.base import subset
 
 TASK = "qed"
 

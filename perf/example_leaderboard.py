@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import budget_settings, default_budget_name
-from benchmark.files import write_json
-from benchmark.paths import REPO_ROOT, default_cache_dir
-from benchmark.provenance import cpu_description, git_state
+from benchmark.core.files import write_json
+from benchmark.core.paths import REPO_ROOT, default_cache_dir
+from benchmark.run.provenance import cpu_description, git_state
 from leaderboards import render_leaderboards
 
 REPO = REPO_ROOT

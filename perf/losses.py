@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmark.memory import PeakMemory
+from benchmark.engine.memory import PeakMemory
 from methods.alm import ALM
 from methods.batch import DistillBatch, TeacherOutputs, TokenView, log_normalisers
 from methods.eta_kl import EtaKL, EtaKLConfig

@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import random
 
-from benchmark.collate import EncodedView, stack_views
-from benchmark.models import load_family_tokenizer
-from benchmark.pair_cache import CachedPairResources
-from benchmark.paths import default_cache_dir
+from benchmark.core.paths import default_cache_dir
+from benchmark.engine.collate import EncodedView, stack_views
+from benchmark.models.loading import load_family_tokenizer
+from benchmark.models.pair_cache import CachedPairResources
 from methods.batch import DistillBatch, TokenView
 from methods.edit_alignment import TIE_ORDERS, dtw_align
 from methods.mined import ALIGNED_TOKENS, MinED, MinEDConfig

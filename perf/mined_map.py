@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from benchmark.pair_cache import CachedPairResources
+from benchmark.models.pair_cache import CachedPairResources
 from methods.batch import DistillBatch, TeacherOutputs, TokenView
 from methods.edit_alignment import dtw_align
 from methods.mined import MinED

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmark.models import TINY_FAMILIES, load_family_tokenizer
-from benchmark.paths import default_data_dir, tokenizer_root
+from benchmark.core.paths import default_data_dir, tokenizer_root
+from benchmark.models.loading import TINY_FAMILIES, load_family_tokenizer
 from methods.overlap import measure_text_overlap, vocabulary_overlap
 from methods.token_text import VocabInfo
 from tasks.registry import TASKS, load_tasks

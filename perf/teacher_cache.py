@@ -14,14 +14,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmark.cli.resolve import parse_field
 from benchmark.config import Settings
-from benchmark.context import TaskPairContext
-from benchmark.paths import default_cache_dir, default_data_dir
-from benchmark.pairs import PAIRS
-from benchmark.recipe import CellOptions, CellRecipe
-from benchmark.resolve import parse_field
+from benchmark.core.paths import default_cache_dir, default_data_dir
+from benchmark.models.pairs import PAIRS
+from benchmark.run.context import TaskPairContext
+from benchmark.run.recipe import CellOptions, CellRecipe
+from benchmark.run.teacher import LiveTeacher, Teachers, TopkCache
 from benchmark.store import CellKey, Store
-from benchmark.teacher import LiveTeacher, Teachers, TopkCache
 from methods.base import Method
 from methods.registry import load_methods
 from tasks.registry import TASKS, load_tasks

@@ -2,7 +2,7 @@
 
 An adapter knows nothing about models or methods. It renders the *task* part of a prompt (``format_query``,
 ``format_answer``); how that is wrapped for a given model (plain few-shot text or a chat template) is decided
-by ``benchmark.prompting`` from the pieces returned by :meth:`Task.prompt_item`.
+by ``benchmark.engine.prompting`` from the pieces returned by :meth:`Task.prompt_item`.
 
 The record readers at the end of this module are shared by the adapters, so that every malformed record is
 reported the same way: one line naming the file, the line (JSON Lines), row (CSV) or record key (JSON), and
@@ -15,10 +15,20 @@ import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Iterable,
+    Iterator,
+    Literal,
+    Mapping,
+    Sequence,
+    TypeVar,
+)
 
-from benchmark.files import read_json as read_json_file, read_jsonl as read_jsonl_file
-from benchmark.registry import Registry
+from benchmark.core.files import read_json as read_json_file
+from benchmark.core.files import read_jsonl as read_jsonl_file
 from tasks.metrics import ROUGE, SQUAD, Metric
 
 if TYPE_CHECKING:  # datasets takes about a second to import; only the Hugging Face export needs it
@@ -204,9 +214,6 @@ class GenerativeQATask(QATask):
     )
 
 
-TASKS: Registry[type[Task]] = Registry("task", name_attribute="name")
-
-
 def examples_to_hf(examples: Sequence[Example]) -> datasets.Dataset:
     """A ``datasets.Dataset`` with one row per example and one string column per :class:`Example` field
     (``references`` a list of strings); the schema is explicit, so an empty sequence still gives the same columns."""
@@ -279,3 +286,15 @@ def get_str(record: Mapping[str, Any], name: str, where: str, *, non_empty: bool
     if non_empty and not value.strip():
         raise DataError(f"{where}: field {name!r} is empty")
     return value
+
+
+SUBSET_SEED = 1234  # fixed: every method and seed sees the same train/eval subsets
+
+
+def subset(examples: list[Example], limit: int | None) -> list[Example]:
+    """The first ``limit`` examples of a fixed-seed shuffle (all of them, in file order, when unlimited)."""
+    if limit is None or limit >= len(examples):
+        return examples
+    order = list(range(len(examples)))
+    random.Random(SUBSET_SEED).shuffle(order)
+    return [examples[i] for i in sorted(order[:limit])]

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from tasks.base import TASKS, Example, Split, Task, get_str, make_example, read_jsonl
+from tasks.base import Example, Split, Task, get_str, make_example, read_jsonl
 from tasks.metrics import ROUGE
+from tasks.registry import TASKS
 
 FILES = {"train": "dialogsum.train.jsonl", "test": "dialogsum.test.jsonl"}
 TEST_SUMMARIES = ("summary1", "summary2", "summary3")

@@ -16,7 +16,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from tasks.base import TASKS, DataError, Example, GenerativeQATask, Split, get_str, make_example, read_csv
+from tasks.base import (
+    DataError,
+    Example,
+    GenerativeQATask,
+    Split,
+    get_str,
+    make_example,
+    read_csv,
+)
+from tasks.registry import TASKS
 
 SPLIT_DIR = "data-by-train-split"
 QUESTIONS_SUFFIX = "-questions.csv"

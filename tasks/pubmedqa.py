@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Iterator
 
 from tasks.base import (
-    TASKS,
     DataError,
     Example,
     GenerativeQATask,
@@ -23,6 +22,7 @@ from tasks.base import (
     make_example,
     read_json,
 )
+from tasks.registry import TASKS
 
 DATA_FILE = "ori_pqal.json"
 TEST_IDS_FILE = "test_ground_truth.json"

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tasks.base import (
-    TASKS,
     DataError,
     Example,
     ExtractiveQATask,
@@ -32,6 +31,7 @@ from tasks.base import (
     make_example,
     read_jsonl,
 )
+from tasks.registry import TASKS
 
 TEST_FILE = "qed-dev.jsonlines"
 TRAIN_DIR = "prerelease_train_shards_2020-08-26"

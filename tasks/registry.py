@@ -6,11 +6,12 @@ import hashlib
 import importlib
 from pathlib import Path
 
-from benchmark.registry import Registry
-from tasks.base import TASKS, Task, require_file
+from benchmark.core.registry import Registry
+from tasks.base import Task, require_file
 
 __all__ = ["TASKS", "BUILTIN_TASK_MODULES", "load_tasks", "data_fingerprint"]
 
+TASKS: Registry[type[Task]] = Registry("task", name_attribute="name")
 # Modules whose import registers the built-in tasks (each decorates its class with @TASKS.register).
 BUILTIN_TASK_MODULES = ("tasks.qed", "tasks.squad", "tasks.fairytaleqa", "tasks.pubmedqa", "tasks.dialogsum")
 

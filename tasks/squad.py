@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tasks.base import (
-    TASKS,
     DataError,
     Example,
     ExtractiveQATask,
@@ -25,6 +24,7 @@ from tasks.base import (
     make_example,
     read_json,
 )
+from tasks.registry import TASKS
 
 DATA_FILE = "dev-v1.1.json"
 TEST_ARTICLES = 10

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_ind
 
+from benchmark.store import StoreError, scan_store
 from leaderboards.analysis import analyze
 from leaderboards.render import markdown
-from benchmark.store import StoreError, scan_store
 from leaderboards.tables import build_document
 
 SFT_SCORES = [10.0, 90.0, 30.0, 70.0, 50.0, 20.0, 80.0, 60.0]

@@ -1,9 +1,9 @@
 import struct
 
+from benchmark.store import scan_store
 from leaderboards import render_leaderboards
 from leaderboards.analysis import analyze
 from leaderboards.plot import leaderboard_png
-from benchmark.store import scan_store
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -4,10 +4,10 @@ import re
 
 import pytest
 
+from benchmark.store import scan_store
 from leaderboards import render_leaderboards
 from leaderboards.analysis import analyze
 from leaderboards.render import leaderboard_csv, markdown, summary_csv, vs_sft_csv
-from benchmark.store import scan_store
 from leaderboards.tables import build_document
 
 GEMMA, QWEN = "gemma-smollm", "qwen-smollm"

@@ -3,7 +3,6 @@ import math
 
 import numpy as np
 import pytest
-
 from scipy.stats import t as student_t
 
 from leaderboards.stats import (

@@ -9,7 +9,14 @@ import torch
 from methods.alm import ALM, ALMConfig, binary_ce, boundary_ids, log1mexp
 from methods.batch import TeacherOutputs
 from methods.token_text import VocabInfo
-from tests.methods.helpers import eos_vocab, logits_of, make_batch, place_rows, prepared, run_loss
+from tests.methods.helpers import (
+    eos_vocab,
+    logits_of,
+    make_batch,
+    place_rows,
+    prepared,
+    run_loss,
+)
 
 
 def alm(student: VocabInfo, teacher: VocabInfo, **config) -> ALM:

@@ -1,23 +1,23 @@
 """Every registered method (and every named option that changes what it reads), two optimizer steps on a tiny pair:
 finite loss, student gradients, and no gradient into the teacher's outputs, whatever form they come in. A method
 served from the top-k cache reads the live teacher at step 0 and a real cache entry at step 1; an on-policy method
-trains at step 1 on the student's own samples, made by the harness's on-policy hook (``benchmark.on_policy``)."""
+trains at step 1 on the student's own samples, made by the harness's on-policy hook (``benchmark.engine.on_policy``)."""
 import dataclasses
 
 import pytest
 import torch
 
-from benchmark.collate import PairCollator, ViewEncoder
-from benchmark.harness import answer_ce_sum, answer_row_forward
-from benchmark.models import build_tiny
-from benchmark.pair_cache import CachedPairResources
-from benchmark.prompting import PromptFormat
-from benchmark.on_policy import sample_answers
-from benchmark.teacher import LiveTeacher, ensure_topk_cache, row_values_key
+from benchmark.engine.collate import PairCollator, ViewEncoder
+from benchmark.engine.harness import answer_ce_sum, answer_row_forward
+from benchmark.engine.on_policy import sample_answers
+from benchmark.engine.prompting import PromptFormat
+from benchmark.models.loading import build_tiny
+from benchmark.models.pair_cache import CachedPairResources
+from benchmark.run.teacher import LiveTeacher, ensure_topk_cache, row_values_key
 from methods.base import TEACHER_NEEDS
 from methods.batch import TeacherOutputs
 from methods.registry import load_methods
-from tests.core.toy_task import ToyTask, toy_examples
+from tests.support.toy_task import ToyTask, toy_examples
 
 METHODS = load_methods()
 # Options that change which teacher tensors a method reads or how it reads them.

@@ -9,7 +9,15 @@ import torch
 from methods.batch import TeacherOutputs
 from methods.eta_kl import EtaKL, EtaKLConfig
 from methods.token_text import VocabInfo
-from tests.methods.helpers import answer_logits, eos_vocab, logits_of, make_batch, place_rows, prepared, run_loss
+from tests.methods.helpers import (
+    answer_logits,
+    eos_vocab,
+    logits_of,
+    make_batch,
+    place_rows,
+    prepared,
+    run_loss,
+)
 
 
 def eta_kl(student: VocabInfo, teacher: VocabInfo, **config) -> EtaKL:

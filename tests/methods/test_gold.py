@@ -10,7 +10,15 @@ from methods.base import MethodConfig
 from methods.batch import TeacherOutputs
 from methods.gold import GOLD, GOLDConfig
 from methods.token_text import VocabInfo
-from tests.methods.helpers import answer_logits, eos_vocab, logits_of, make_batch, place_rows, prepared, run_loss
+from tests.methods.helpers import (
+    answer_logits,
+    eos_vocab,
+    logits_of,
+    make_batch,
+    place_rows,
+    prepared,
+    run_loss,
+)
 
 
 def gold(student: VocabInfo, teacher: VocabInfo, **config) -> GOLD:

@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.models import ModelUnavailableError, load_family_tokenizer
-from methods.overlap import measure_text_overlap, shared_vocabulary, text_overlap, vocabulary_overlap
+from benchmark.models.loading import ModelUnavailableError, load_family_tokenizer
+from methods.overlap import (
+    measure_text_overlap,
+    shared_vocabulary,
+    text_overlap,
+    vocabulary_overlap,
+)
 from methods.spans import AnswerSpans, TokenReader
 from methods.token_text import TokenCanonicalizer, VocabInfo
 

@@ -7,13 +7,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmark.collate import PairCollator, ViewEncoder
-from benchmark.models import ModelUnavailableError, load_family_tokenizer
-from benchmark.prompting import PromptFormat
-from methods.spans import AnswerSpans, GroupedBatch, TokenReader, group_tokens, token_log_probs
+from benchmark.engine.collate import PairCollator, ViewEncoder
+from benchmark.engine.prompting import PromptFormat
+from benchmark.models.loading import ModelUnavailableError, load_family_tokenizer
+from methods.spans import (
+    AnswerSpans,
+    GroupedBatch,
+    TokenReader,
+    group_tokens,
+    token_log_probs,
+)
 from methods.token_text import TokenCanonicalizer
-from tests.core.toy_task import ToyTask, toy_examples
 from tests.methods.helpers import EOS_TOKEN, make_batch
+from tests.support.toy_task import ToyTask, toy_examples
 
 PLAIN = TokenReader(TokenCanonicalizer(byte_level=False), {EOS_TOKEN: "eos_token", "<s>": "bos_token"})
 FAMILIES = ("gpt2", "qwen2", "pythia-gptneox", "llama2", "mistral")

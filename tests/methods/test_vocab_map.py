@@ -1,4 +1,4 @@
-"""MinED vocabulary map: canonical token text and matching rules (its on-disk cache: tests/core/test_pair_cache.py)."""
+"""MinED vocabulary map: canonical token text and matching rules (its on-disk cache: tests/benchmark/models/test_pair_cache.py)."""
 from __future__ import annotations
 
 from pathlib import Path

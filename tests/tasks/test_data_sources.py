@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.core.paths import default_data_dir, resolve_data_dir, user_data_dir
 from tasks.data_sources import TASK_DATA, python_literals_to_json_lines, task_data
-from benchmark.paths import default_data_dir, resolve_data_dir, user_data_dir
 from tasks.registry import load_tasks
 
 DATA = default_data_dir()
@@ -122,5 +122,5 @@ def test_data_dir_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert resolve_data_dir() == tmp_path / "env"
     monkeypatch.delenv("CTKD_DATA_DIR")
     assert resolve_data_dir() == (default_data_dir() or user_data_dir())
-    monkeypatch.setattr("benchmark.paths.default_data_dir", lambda: None)  # a clone without ../shared/data
+    monkeypatch.setattr("benchmark.core.paths.default_data_dir", lambda: None)  # a clone without ../shared/data
     assert resolve_data_dir() == tmp_path / "home" / ".cache" / "ctkd-bench" / "data"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from benchmark.paths import default_data_dir
+from benchmark.core.paths import default_data_dir
 from tasks.base import DataError, Example, Task
 from tasks.dialogsum import DialogSum
 from tasks.fairytaleqa import FairytaleQA

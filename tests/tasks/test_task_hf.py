@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import tasks
-from benchmark.paths import default_data_dir
-from benchmark.registry import RegistryError
+from benchmark.core.paths import default_data_dir
+from benchmark.core.registry import RegistryError
 from tasks.base import DataError, Example
 from tasks.pubmedqa import PubMedQA
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.paths import default_data_dir
-from benchmark.registry import RegistryError
+from benchmark.core.paths import default_data_dir
+from benchmark.core.registry import RegistryError
 from tasks import registry
 from tasks.base import DataError
 from tasks.fairytaleqa import FairytaleQA
