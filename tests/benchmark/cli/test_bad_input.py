@@ -332,7 +332,7 @@ def outcomes(workspace):
         argv = [*RUN_BASE, *case.argv] if case.command == "run" else list(case.argv)
         batch.append({"argv": [arg.format(**workspace) for arg in argv], "cwd": workspace["cwd"]})
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, str(REPO / "tests" / "core" / "fork_cli.py"), workspace["root"]],
+    done = subprocess.run([sys.executable, str(REPO / "tests" / "support" / "fork_cli.py"), workspace["root"]],
                           input=json.dumps(batch), capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr
     return dict(zip((case.id for case in cases), json.loads(done.stdout)))

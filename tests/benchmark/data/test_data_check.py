@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import data_check
+from benchmark.data import check as data_check
 from benchmark.data.check import (
     DataCorrupt,
     DataMissing,

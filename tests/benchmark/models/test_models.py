@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from benchmark import models, paths
+from benchmark.core import paths
+from benchmark.models import loading as models
 from benchmark.core.digest import KEY_CHARS
 from benchmark.models.loading import (
     GgufChecksumError,

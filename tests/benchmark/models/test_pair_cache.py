@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark import pair_cache
+from benchmark.models import pair_cache
 from benchmark.models.pair_cache import cached_vocab_map
 from methods.token_text import VocabInfo
 from methods.vocab_map import build_vocab_map
