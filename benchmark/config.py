@@ -291,6 +291,8 @@ class RunOptions(Section):
     output: str = option("runs", "result store")
     data_dir: str | None = option(None, "dataset folder (default: $CTKD_DATA_DIR or ../shared/data)")
     cache_dir: str | None = option(None, "model and teacher-output cache (default: $CTKD_CACHE_DIR or .cache/)")
+    offline: bool = option(False, "never fetch missing task data (as CTKD_OFFLINE=1): name it and the command that "
+                                  "fetches it instead")
     include: list[str] = option((), "register methods from a Python file (repeatable)", action="append",
                                 metavar="FILE.py")
     executor: Executor = option("local", "local: cells one after another here; gpus: one worker process per visible "

@@ -482,6 +482,25 @@ def load_tokenizer(spec: ModelSpec, *, cache_dir: Path | str | None = None) -> P
     return tokenizer
 
 
+def output_rows(spec: ModelSpec, cache_dir: Path | str | None = None) -> int | None:
+    """Rows of the model's output layer, read from its config only (no weights); None where no config is at hand
+    yet (a GGUF file not dequantized so far, a hub model not in the cache)."""
+    if spec.source == "tiny":
+        return len(load_family_tokenizer(spec.ref))  # build_tiny's head is exactly its tokenizer
+    if spec.source == "gguf":
+        folder = offline_model_dir(spec.ref, cache_dir) if spec.ref in OFFLINE_MODELS else gguf_file_dir(spec.ref,
+                                                                                                         cache_dir)
+        config = folder / "config.json" if (folder / "config.json").is_file() else None
+    elif spec.source == "local":
+        config = Path(spec.ref) / "config.json"
+    else:
+        config = hub_file(spec.ref, "config.json", spec.revision, download=True)
+    if config is None:
+        return None
+    values = json.loads(config.read_text())
+    return values.get("vocab_size") or values.get("text_config", {}).get("vocab_size")
+
+
 def _raise_if_unreachable(spec: ModelSpec, cache_dir: Path | str | None) -> None:
     reason = check_reachable(spec, cache_dir)
     if reason:

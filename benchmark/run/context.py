@@ -117,13 +117,20 @@ class TaskPairContext:
             directory = Path(self.cache_dir) / "pairs"
             vocabulary = cached_vocabulary_overlap(VocabInfo.from_tokenizer(student_tokenizer),
                                                    VocabInfo.from_tokenizer(teacher_tokenizer), directory)
-            answers = subset(self.train_pool(), OVERLAP_ANSWERS)
-            prefixes = tuple(self.encoder(tokenizer, fmt).render(answers[0]).answer_prefix for tokenizer, fmt in
-                             ((student_tokenizer, self.student_format), (teacher_tokenizer, self.teacher_format)))
-            text = cached_text_overlap(student_tokenizer, teacher_tokenizer, [e.answer for e in answers],
-                                       prefixes, self.task.name, self.data_fingerprint, directory)  # type: ignore[arg-type]
+            answers, prefixes = self.overlap_answers(student_tokenizer, teacher_tokenizer)
+            text = cached_text_overlap(student_tokenizer, teacher_tokenizer, answers, prefixes, self.task.name,
+                                       self.data_fingerprint, directory)
             self._overlap.update(vocabulary=dataclasses.asdict(vocabulary), text=dataclasses.asdict(text))
         return dict(self._overlap)
+
+    def overlap_answers(self, student_tokenizer: Any, teacher_tokenizer: Any) -> tuple[list[str], tuple[str, str]]:
+        """The training answers the text overlap reads, and the ``(student, teacher)`` answer prefixes their prompt
+        formats put before an answer."""
+        answers = subset(self.train_pool(), OVERLAP_ANSWERS)
+        student_prefix, teacher_prefix = (
+            self.encoder(tokenizer, fmt).render(answers[0]).answer_prefix
+            for tokenizer, fmt in ((student_tokenizer, self.student_format), (teacher_tokenizer, self.teacher_format)))
+        return [e.answer for e in answers], (student_prefix, teacher_prefix)
 
     # -- the cell's config ---------------------------------------------------------------------------------------
     def cell_config(self, key: CellKey, method: Method | None) -> dict[str, Any]:

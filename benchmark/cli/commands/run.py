@@ -31,7 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from benchmark.cli.preflight import load_task_data
-    from benchmark.data.fetch import fetch_allowed
     from benchmark.engine import distributed
     from benchmark.run.grid import FAILED_STATUSES, Grid, summarize
     from tasks.base import DataError
@@ -43,7 +42,7 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     # then every record of the selected tasks parsed once; the grid reuses the parsed tasks. The main process of a
     # launch checks first (it may fetch files, and it writes a marker in the cache).
     with distributed.main_first():
-        data_sha256 = _verified_data(run, fetch=fetch_allowed() and not options.dry_run)
+        data_sha256 = _verified_data(run, fetch=not options.dry_run)
     run = dataclasses.replace(run, task_adapters=load_task_data(run.tasks, run.data_dir, run.settings))
     grid = Grid(run, data_sha256=data_sha256)
     try:
@@ -149,16 +148,18 @@ def _print_leaderboard(root: Any) -> None:
         print(f"{name}: {path}")
 
 
-def _verified_data(run: Any, fetch: bool) -> dict[str, str]:
+def _verified_data(run: Any, fetch: bool = True) -> dict[str, str]:
     """The sha256 of every data file the run's tasks read, checked against their releases before any model loads;
-    missing files are fetched first when the network is allowed (``CTKD_ONLINE=1``), else named with the command
-    that fetches them. Tasks without a registered release (third-party adapters) are not checked."""
-    from benchmark.data.fetch import ensure_task_data
+    missing files are fetched first (unless ``fetch`` is false, ``--offline`` or ``CTKD_OFFLINE=1``) where their
+    origin answers, else named with the command that fetches them. Tasks without a registered release (third-party
+    adapters) are not checked."""
+    from benchmark.data.fetch import ensure_task_data, fetch_allowed
     from tasks.base import DataError
     from tasks.data_sources import TASK_DATA
 
     try:
-        return ensure_task_data(run.data_dir, [t for t in run.tasks if t in TASK_DATA], run.cache_dir, online=fetch)
+        return ensure_task_data(run.data_dir, [t for t in run.tasks if t in TASK_DATA], run.cache_dir,
+                                online=fetch and fetch_allowed() and not run.options.offline)
     except DataError as error:
         raise UsageError(str(error)) from None
 
