@@ -398,12 +398,13 @@ def load_family_tokenizer(family: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def build_tiny(family: str, seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
-    """A 2-layer random Llama on the real tokenizer of ``family``; the same seed gives the same weights."""
+def build_tiny(family: str, seed: int = 0, extra_rows: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
+    """A 2-layer random Llama on the real tokenizer of ``family``; the same seed gives the same weights.
+    ``extra_rows``: output (and embedding) rows beyond the tokenizer's, as in a padded head."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = load_family_tokenizer(family)
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+    config = LlamaConfig(vocab_size=len(tokenizer) + extra_rows, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TINY_CONFIG)
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG stream
         torch.manual_seed(seed)

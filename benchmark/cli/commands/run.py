@@ -44,6 +44,8 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     with distributed.main_first():
         data_sha256 = _verified_data(run, fetch=not options.dry_run)
     run = dataclasses.replace(run, task_adapters=load_task_data(run.tasks, run.data_dir, run.settings))
+    if not options.dry_run and distributed.is_main():
+        _check_pairs(run)
     grid = Grid(run, data_sha256=data_sha256)
     try:
         if options.executor == "slurm":
@@ -162,6 +164,35 @@ def _verified_data(run: Any, fetch: bool = True) -> dict[str, str]:
                                 online=fetch and fetch_allowed() and not run.options.offline)
     except DataError as error:
         raise UsageError(str(error)) from None
+
+
+def _check_pairs(run: Any) -> None:
+    """``pair check`` of every pair that can run here, on the run's tasks and methods, before the grid's first cell:
+    a check that rules out a method of the run stops it (one line)."""
+    from benchmark.models.loading import ModelUnavailableError
+    from benchmark.models.pairs import PAIRS, pair_status
+    from benchmark.run.pair_check import READERS, check_pair, ruled_out
+    from methods.registry import METHODS
+
+    methods = {name: METHODS.get(name)(run.method_configs[name]) for name in run.methods}
+    vocab_map = any(READERS["vocabulary map"](method) for method in methods.values())
+    for name in run.pairs:
+        pair = PAIRS.get(name)
+        if pair_status(pair, run.cache_dir):  # the grid skips it and says why
+            continue
+        try:
+            checks = check_pair(pair, [run.task_adapters[task] for task in run.tasks], run.settings, run.cache_dir,
+                                methods, vocab_map=vocab_map)
+        except ModelUnavailableError as error:
+            raise UsageError(f"pair {name}: {str(error).splitlines()[0]}") from None
+        print(f"pair check {name}:")
+        for check in checks:
+            print(check.line())
+        failures = ruled_out(checks, run.methods)
+        if failures:
+            check, names = failures[0]
+            raise UsageError(f"pair {name}: {check.name} failed ({check.figure}), which rules out "
+                             f"{', '.join(names)}; see `run_bench.py pair check {name}`")
 
 
 def _run_with_workers(grid: Any, workers: int | None, argv: Sequence[str]) -> list[Any]:
