@@ -57,7 +57,7 @@ def resolve_run(options: RunOptions, flag_settings: Mapping[str, Any]) -> RunCon
     settings = apply_settings(settings, flag_settings, source="flag")
     settings = apply_settings(settings, setting_overrides, source="--set")
     methods, method_configs, named = _resolve_methods(options.methods, methods_registry, method_overrides)
-    define_user_pairs(options.pair, options.pairs_file)
+    define_user_pairs(_flatten(options.pair), options.pairs_file)
     pairs = resolve_names(PAIRS, names(options.pairs, "--pairs", "pair names or 'all'"), "--pairs")
     tasks = resolve_names(load_tasks(), names(options.tasks, "--tasks", "task names or 'all'"), "--tasks")
     check_methods(methods_registry, method_configs, settings, [PAIRS.get(pair) for pair in pairs], named)
