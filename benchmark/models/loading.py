@@ -550,7 +550,10 @@ def _in_hf_cache(repo_id: str, revision: str | None = None) -> bool:
 def hub_file(repo_id: str, filename: str, revision: str | None, *, download: bool) -> Path | None:
     """A small file of a hub model from the local Hugging Face cache, or (``download`` and the hub online)
     downloaded; None where neither has it."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache  # deferred: only hub specs need them
+    from huggingface_hub import (  # deferred: only hub specs need them
+        hf_hub_download,
+        try_to_load_from_cache,
+    )
 
     cached = try_to_load_from_cache(repo_id, filename, revision=revision)
     if isinstance(cached, str):

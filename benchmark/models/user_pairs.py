@@ -94,7 +94,6 @@ def _load_file(path: Path, where: str) -> Any:
     except OSError as error:
         raise PairDefinitionError(f"{where}: cannot read it ({error.strerror})") from None
     import tomllib
-
     import yaml
 
     try:

@@ -9,7 +9,13 @@ import pytest
 
 from benchmark.models.loading import ModelSpec
 from benchmark.models.pairs import PAIRS
-from benchmark.models.user_pairs import PairDefinitionError, define_pairs, parse_pair_flag, parse_side, read_pairs_file
+from benchmark.models.user_pairs import (
+    PairDefinitionError,
+    define_pairs,
+    parse_pair_flag,
+    parse_side,
+    read_pairs_file,
+)
 
 
 def model_folder(path: Path, chat_template: str | None = None) -> Path:

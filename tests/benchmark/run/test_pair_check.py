@@ -60,8 +60,9 @@ def test_an_empty_derived_set_fails_naming_the_methods_it_rules_out(padded_pair,
     byte_aligned = [name for name in methods.names() if isinstance(methods.get(name)(), ByteAlignedMethod)]
     assert byte_aligned and "mined" not in byte_aligned
     failed = [line for line in out.splitlines() if line.startswith("FAIL")]
-    assert failed == [f"FAIL  {'qed byte spans':<24}  round-trip on 0/7 answers (student), 7/7 (teacher); rules out: "
-                      f"{', '.join(byte_aligned)}"]
+    expected = (f"FAIL  {'qed byte spans':<24}  round-trip on 0/7 answers (student), 7/7 (teacher); rules out: "
+                f"{', '.join(byte_aligned)}")
+    assert failed == [expected]
     assert out.splitlines()[-1].endswith("checks, 1 failed")
 
 
