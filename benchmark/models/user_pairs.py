@@ -131,17 +131,17 @@ def model_spec(ref: str, base: Path, where: str, style: Any = None, revision: st
     """Check one side and describe it as a :class:`ModelSpec` (its prompt style defaulted from the tokenizer)."""
     if style is not None and style not in PROMPT_STYLES:
         raise PairDefinitionError(f"{where}: prompt {style!r}: accepted: {', '.join(PROMPT_STYLES)}")
-    path = _as_path(ref, base)
+    path, typed = _as_path(ref, base), ref
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise PairDefinitionError(f"{where}: folder {str(path)!r} is not a Hugging Face model folder (no "
                                       "config.json)")
-        source, ref, name = "local", str(path), path.name
+        source, ref, name = "local", str(path), typed  # as typed: a saved student's folder is always "student"
     elif path.is_file():
         if path.suffix.lower() != ".gguf":
             raise PairDefinitionError(f"{where}: {str(path)!r}: unknown model format {path.suffix or '(no suffix)'!r};"
                                       " accepted: a Hugging Face folder, a .gguf file or a hub id (owner/name)")
-        source, ref, name = "gguf", str(path), path.stem
+        source, ref, name = "gguf", str(path), typed
     elif _HUB_ID.fullmatch(ref) and not ref.startswith((".", "~")):
         source, name = "hub", ref.rsplit("/", 1)[1]
     else:

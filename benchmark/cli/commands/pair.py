@@ -70,4 +70,4 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _side(spec: ModelSpec) -> str:
     revision = f"@{spec.revision}" if spec.revision else ""
-    return f"{spec.name} ({spec.source} {spec.ref}{revision}, prompt {spec.prompt_style})"
+    return f"{spec.ref}{revision} ({spec.source}, prompt {spec.prompt_style})"

@@ -33,7 +33,8 @@ def test_a_side_is_a_hub_id_a_folder_or_a_gguf_file(tmp_path):
                                                                                "model")
     model_folder(tmp_path / "plain-folder")
     plain = parse_side("plain-folder", tmp_path, "--pair")
-    assert (plain.source, plain.ref, plain.prompt_style) == ("local", str(tmp_path / "plain-folder"), "plain")
+    assert (plain.source, plain.ref, plain.prompt_style, plain.name) == ("local", str(tmp_path / "plain-folder"),
+                                                                        "plain", "plain-folder")
     model_folder(tmp_path / "chat", chat_template="{{ messages }}")
     assert parse_side("chat", tmp_path, "--pair").prompt_style == "chat"  # the default follows the template
     assert parse_side("chat:plain", tmp_path, "--pair").prompt_style == "plain"
