@@ -18,7 +18,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 from tqdm import tqdm
 
 from benchmark.config import Settings
-from benchmark.models.loading import ModelSpec, load_tokenizer, output_rows
+from benchmark.models.loading import ModelSpec, ModelUnavailableError, load_tokenizer, output_rows
 from benchmark.models.pair_cache import (
     cached_span_round_trip,
     cached_text_overlap,
@@ -65,10 +65,14 @@ def check_pair(pair: Pair, tasks: Sequence[Task], settings: Settings, cache_dir:
     directory = Path(cache_dir) / "pairs"
     steps = 2 + vocab_map + len(tasks)
     with tqdm(total=steps, desc=f"pair check {pair.name}", file=sys.stderr, disable=None, leave=False) as bar:
-        tokenizers = {role: load_tokenizer(spec, cache_dir=cache_dir) for role, spec in
-                      (("teacher", pair.teacher), ("student", pair.student))}
+        tokenizers = {}
+        for role, spec in (("teacher", pair.teacher), ("student", pair.student)):
+            try:
+                tokenizers[role] = load_tokenizer(spec, cache_dir=cache_dir)
+            except ModelUnavailableError as error:  # e.g. a slow tokenizer: no offsets, so no method can read it
+                return [Check(f"{role} tokenizer", str(error).splitlines()[0], "FAIL", tuple(methods))]
         infos = {role: VocabInfo.from_tokenizer(tokenizer) for role, tokenizer in tokenizers.items()}
-        checks = [_rows_check(role, spec, infos[role], cache_dir) for role, spec in
+        checks = [_rows_check(role, spec, infos[role], cache_dir, methods) for role, spec in
                   (("teacher", pair.teacher), ("student", pair.student))]
         checks += [_roles_check(role, infos[role], tokenizers[role]) for role in ("teacher", "student")]
         bar.update()
@@ -99,7 +103,7 @@ def _failure(failed: bool, derived: str, methods: Mapping[str, Method]) -> tuple
     return "FAIL", tuple(name for name, method in methods.items() if READERS[derived](method))
 
 
-def _rows_check(role: str, spec: ModelSpec, info: VocabInfo, cache_dir: Path) -> Check:
+def _rows_check(role: str, spec: ModelSpec, info: VocabInfo, cache_dir: Path, methods: Mapping[str, Method]) -> Check:
     """The tokenizer's ids against the output layer's rows (a padded head has more rows than tokens)."""
     tokens = len(info.vocab)
     rows = output_rows(spec, cache_dir)
@@ -107,7 +111,7 @@ def _rows_check(role: str, spec: ModelSpec, info: VocabInfo, cache_dir: Path) ->
         return Check(f"{role} head", f"{tokens:,} tokens; output rows unknown until the model is first loaded", "warn")
     if rows < info.size:
         return Check(f"{role} head", f"{tokens:,} tokens but only {rows:,} output rows: ids from {rows:,} up cannot "
-                                     "be scored", "FAIL", ("every method",))
+                                     "be scored", "FAIL", tuple(methods))
     without = rows - sum(i < rows for i in info.vocab.values())
     padded = f", {without:,} rows without a token string (left out of string-based alignment)" if without else ""
     return Check(f"{role} head", f"{tokens:,} tokens, {rows:,} output rows{padded}")

@@ -34,7 +34,6 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from benchmark.cli.resolve import define_user_pairs, resolve_names
     from benchmark.config import ConfigError, budget_settings, default_budget_name
     from benchmark.core.paths import resolve_data_dir
-    from benchmark.models.loading import ModelUnavailableError
     from benchmark.models.pairs import PAIRS, pair_status
     from benchmark.run.pair_check import check_pair
     from tasks.registry import load_tasks
@@ -57,10 +56,7 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if reason:
         raise UsageError(f"pair {name}: {reason}")
     print(f"pair {name}: teacher {_side(pair.teacher)} -> student {_side(pair.student)}")
-    try:
-        checks = check_pair(pair, [adapters[task] for task in tasks], settings, cache, methods)
-    except ModelUnavailableError as error:
-        raise UsageError(str(error).splitlines()[0]) from None
+    checks = check_pair(pair, [adapters[task] for task in tasks], settings, cache, methods)
     for check in checks:
         print(check.line())
     failed = sum(check.status == "FAIL" for check in checks)

@@ -169,7 +169,6 @@ def _verified_data(run: Any, fetch: bool = True) -> dict[str, str]:
 def _check_pairs(run: Any) -> None:
     """``pair check`` of every pair that can run here, on the run's tasks and methods, before the grid's first cell:
     a check that rules out a method of the run stops it (one line)."""
-    from benchmark.models.loading import ModelUnavailableError
     from benchmark.models.pairs import PAIRS, pair_status
     from benchmark.run.pair_check import READERS, check_pair, ruled_out
     from methods.registry import METHODS
@@ -180,11 +179,8 @@ def _check_pairs(run: Any) -> None:
         pair = PAIRS.get(name)
         if pair_status(pair, run.cache_dir):  # the grid skips it and says why
             continue
-        try:
-            checks = check_pair(pair, [run.task_adapters[task] for task in run.tasks], run.settings, run.cache_dir,
-                                methods, vocab_map=vocab_map)
-        except ModelUnavailableError as error:
-            raise UsageError(f"pair {name}: {str(error).splitlines()[0]}") from None
+        checks = check_pair(pair, [run.task_adapters[task] for task in run.tasks], run.settings, run.cache_dir,
+                            methods, vocab_map=vocab_map)
         print(f"pair check {name}:")
         for check in checks:
             print(check.line())

@@ -70,3 +70,16 @@ def test_an_unknown_pair_is_one_line(capsys):
     assert main(["pair", "check", "no-such-pair"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("run_bench.py: error: pair check: unknown pair 'no-such-pair'") and err.count("\n") == 1
+
+
+@needs_data
+def test_a_run_stops_before_its_first_cell_when_the_check_rules_out_one_of_its_methods(padded_pair, capsys,
+                                                                                      monkeypatch, tmp_path):
+    monkeypatch.setattr("benchmark.run.pair_check.cached_span_round_trip",
+                        lambda *args: SpanRoundTrip(student=0, teacher=7, answers=7))
+    argv = [*padded_pair, "--pairs", "padded-check", "--limit-eval", "2", "--output", str(tmp_path / "runs")]
+    assert main([*argv, "--methods", "sft", "gold"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("run_bench.py: error: pair padded-check: qed byte spans failed (round-trip on 0/7 answers "
+                   "(student), 7/7 (teacher)), which rules out gold; see `run_bench.py pair check padded-check`\n")
+    assert not (tmp_path / "runs" / "qed").exists()
