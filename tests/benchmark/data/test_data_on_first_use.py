@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import paths
+from benchmark.core import paths
 from benchmark.cli.main import main
 from tasks.data_sources import TASK_DATA
 from tests.benchmark.cli.test_cli import FAST, TINY, needs_data
