@@ -74,7 +74,8 @@ def overlap_note(pair: Any, cache_dir: str | Path) -> str:
         return VocabInfo.from_tokenizer(student), VocabInfo.from_tokenizer(teacher)
 
     try:
-        if "local" in (pair.student.source, pair.teacher.source):  # a folder's tokenizer can change under its path
+        if any(spec.source == "local" or spec.ref.endswith(".gguf") for spec in (pair.student, pair.teacher)):
+            # a folder's (or a GGUF file's) tokenizer can change under its path
             overlap = cached_vocabulary_overlap(*vocabs(), directory)
         else:
             identity = {"student": pair.student.fingerprint(), "teacher": pair.teacher.fingerprint()}
