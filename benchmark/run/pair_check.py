@@ -18,7 +18,12 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 from tqdm import tqdm
 
 from benchmark.config import Settings
-from benchmark.models.loading import ModelSpec, ModelUnavailableError, load_tokenizer, output_rows
+from benchmark.models.loading import (
+    ModelSpec,
+    ModelUnavailableError,
+    load_tokenizer,
+    output_rows,
+)
 from benchmark.models.pair_cache import (
     cached_span_round_trip,
     cached_text_overlap,
