@@ -269,6 +269,9 @@ Executor = Literal["local", "gpus", "slurm"]
 DEFAULT_METHODS = ("sft", "seqkd", "uld", "mined", "mlot")
 DEFAULT_PAIRS = ("default",)
 DEFAULT_TASKS = ("qed", "fairytaleqa", "dialogsum")
+PAIR_HELP = ("define a pair (repeatable); each side a hub id (owner/name), a Hugging Face folder or a .gguf file, "
+             "optionally followed by @REVISION and :plain or :chat; name it in --pairs")
+PAIRS_FILE_HELP = "define the pairs of a .yaml or .toml file (README 'Your own pair'); name them in --pairs"
 
 
 def option(default: Any, help: str, **keywords: Any) -> Any:
@@ -286,6 +289,8 @@ class RunOptions(Section):
     methods: list[str] = option(DEFAULT_METHODS, "methods to train (space or comma separated, 'all', or 'none' for "
                                                  "the teacher and untrained-student rows only)")
     pairs: list[str] = option(DEFAULT_PAIRS, "teacher->student pairs, or 'all'")
+    pair: list[str] = option((), PAIR_HELP, action="append", metavar="NAME=TEACHER,STUDENT")
+    pairs_file: str | None = option(None, PAIRS_FILE_HELP)
     tasks: list[str] = option(DEFAULT_TASKS, "tasks, or 'all'")
     # Seeds reach torch.Generator.manual_seed as seed * 100,003 + epoch, which must stay below 2**64.
     seeds: list[int] = option((1,), "training seeds", check="non_negative", maximum=2**32 - 1)
@@ -296,6 +301,8 @@ class RunOptions(Section):
     output: str = option("runs", "result store")
     data_dir: str | None = option(None, "dataset folder (default: $CTKD_DATA_DIR or ../shared/data)")
     cache_dir: str | None = option(None, "model and teacher-output cache (default: $CTKD_CACHE_DIR or .cache/)")
+    offline: bool = option(False, "never fetch missing task data (as CTKD_OFFLINE=1): name it and the command that "
+                                  "fetches it instead")
     include: list[str] = option((), "register methods from a Python file (repeatable)", action="append",
                                 metavar="FILE.py")
     executor: Executor = option("local", "local: cells one after another here; gpus: one worker process per visible "

@@ -304,7 +304,8 @@ class Cell:
         return CellRecord(key.task, key.pair, key.method, key.seed, stored["hash"], headline, metrics,
                           **_costs(run), higher_is_better=bool(config.get("higher_is_better", True)),
                           changed=", ".join(f"{name}={value}" for name, value in sorted(changed.items())),
-                          store_format=store_format, **_overlap(run if isinstance(run, dict) else {}))
+                          store_format=store_format, **_overlap(run if isinstance(run, dict) else {}),
+                          prompt_protocol=_protocol(run if isinstance(run, dict) else {}))
 
     def _sound_config(self) -> tuple[dict[str, Any], int]:
         """``config.json`` and its store format, checked: it parses, its format is one this version reads, its hash
@@ -428,6 +429,7 @@ class CellRecord:
     store_format: int = STORE_FORMAT
     vocabulary_overlap: float | None = None  # the pair's O_V (run.json "overlap"; methods-spec §19)
     text_overlap: float | None = None  # the pair's O_T on the task's training answers
+    prompt_protocol: str = ""  # each side's prompt style, shots and chat template (run.json "prompt_protocol")
 
 
 @dataclass(frozen=True)
@@ -475,6 +477,18 @@ class StoreScan:
             if cell.task == task and cell.pair not in found and cell.vocabulary_overlap is not None:
                 found[cell.pair] = (cell.vocabulary_overlap, cell.text_overlap)
         return dict(sorted(found.items()))
+
+    def pair_labels(self, task: str) -> dict[str, str]:
+        """pair -> its label in the task's tables: the name, followed by its prompt protocol when the task's pairs
+        were prompted in different ways (styles, shots or chat templates)."""
+        protocols: dict[str, str] = {}
+        for cell in self.cells:
+            if cell.task == task and cell.prompt_protocol:
+                protocols.setdefault(cell.pair, cell.prompt_protocol)
+        pairs = {cell.pair for cell in self.cells if cell.task == task}
+        if len(set(protocols.values())) < 2:
+            return {pair: pair for pair in pairs}
+        return {pair: f"{pair} [{protocols[pair]}]" if pair in protocols else pair for pair in pairs}
 
     def changed_configs(self, task: str) -> dict[str, list[str]]:
         """method -> the distinct non-default configurations its cells of ``task`` were trained with."""
@@ -641,6 +655,19 @@ def _overlap(run: dict[str, Any]) -> dict[str, float | None]:
     vocabulary, text = (overlap.get(part) if isinstance(overlap.get(part), dict) else {} for part in ("vocabulary", "text"))
     return {"vocabulary_overlap": _finite(vocabulary.get("student_share")),
             "text_overlap": _finite(text.get("one_to_one_share"))}
+
+
+def _protocol(run: dict[str, Any]) -> str:
+    """``run.json``'s ``prompt_protocol`` in words, e.g. ``teacher chat 5-shot (template 1a2b3c4d5e6f) · student
+    plain 0-shot``; empty where not recorded."""
+    protocol = run.get("prompt_protocol") if isinstance(run.get("prompt_protocol"), dict) else {}
+    sides = []
+    for role in ("teacher", "student"):
+        side = protocol.get(role)
+        if isinstance(side, dict):
+            template = f" (template {side['chat_template']})" if side.get("chat_template") else ""
+            sides.append(f"{role} {side.get('style')} {side.get('shots')}-shot{template}")
+    return " · ".join(sides)
 
 
 def _finite(value: Any) -> float | None:

@@ -13,10 +13,11 @@ Choices:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Mapping
 
 from benchmark.store import SFT, TEACHER, StoreScan
 from leaderboards.analysis import REFERENCES, Analysis, CellStats, Comparison, TableInfo
@@ -84,7 +85,7 @@ def build_document(scan: StoreScan, analysis: Analysis) -> Document:
         infos[info.task].append(info)
     sections = tuple(
         _task_section(task, scan.headline_metrics[task], cells[task], comparisons[task], infos[task], analysis,
-                      scan.changed_configs(task), scan.overlaps(task))
+                      scan.changed_configs(task), scan.overlaps(task), scan.pair_labels(task))
         for task in sorted(cells)
     )
     appendix = (_failed(scan), *((_damaged(scan),) if scan.damaged else ()), _skipped(scan))
@@ -124,7 +125,9 @@ def _task_section(
     analysis: Analysis,
     changed: dict[str, list[str]],
     overlaps: dict[str, tuple[float | None, float | None]],
+    labels: Mapping[str, str] | None = None,
 ) -> Section:
+    """``labels``: pair -> its column header and row label (the name, or the name with its prompt protocol)."""
     pairs = sorted({pair for pair, _ in cells})
     methods = ordered_methods(method for _, method in cells)
     seed_counts = sorted({stats.n_seeds for stats in cells.values()})
@@ -138,11 +141,14 @@ def _task_section(
         lines.append("Trained with settings other than the method's defaults: "
                      + "; ".join(f"{method}: {' | '.join(variants)}" for method, variants in sorted(changed.items()))
                      + ".")
+    labels = labels or {}
+    header = ("method", *(labels.get(pair, pair) for pair in pairs))
     tables = [_score_table(task, pairs, methods, cells, analysis.higher_is_better[task]),
               _rank_table(task, pairs, methods, cells)]
     if comparisons:
-        tables.append(_vs_sft_table(task, comparisons, analysis))
+        tables.append(_vs_sft_table(task, comparisons, analysis, labels))
     tables.append(_cost_table(task, pairs, methods, cells))
+    tables = [dataclasses.replace(t, header=header) if t.header[0] == "method" else t for t in tables]
     ordered = sorted(comparisons, key=lambda c: (c.pair, method_sort_key(c.method)))
     return Section(task, tuple(lines), tuple(tables), tuple(ordered))
 
@@ -216,7 +222,8 @@ def _rank_table(
     return Table(f"{task} — rank ranges", intro, ("method", *pairs), tuple(rows))
 
 
-def _vs_sft_table(task: str, comparisons: list[Comparison], analysis: Analysis) -> Table:
+def _vs_sft_table(task: str, comparisons: list[Comparison], analysis: Analysis,
+                  labels: Mapping[str, str]) -> Table:
     teacher = {c.pair: c for c in comparisons if c.method == TEACHER}
     notes: list[str] = []
 
@@ -227,7 +234,7 @@ def _vs_sft_table(task: str, comparisons: list[Comparison], analysis: Analysis) 
 
     rows = []
     for c in sorted(comparisons, key=lambda c: (c.pair, method_sort_key(c.method))):
-        label = (Cell(c.pair, c.pair), Cell(c.method, c.method))
+        label = (Cell(labels.get(c.pair, c.pair), c.pair), Cell(c.method, c.method))
         if math.isnan(c.p):
             rows.append((*label, Cell(f"{MISSING}{footnote(f'{c.pair} · {c.method}: no seed in common with sft.')}"),
                          Cell(MISSING), Cell(MISSING), Cell(MISSING)))

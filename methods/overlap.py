@@ -144,6 +144,12 @@ def measure_text_overlap(
 ) -> TextOverlap:
     """:func:`text_overlap` of ``answers`` encoded as the collator encodes them (``prefix + answer``, no special
     tokens; the prefix is the prompt format's answer prefix: " " after a plain prompt, "" after a chat template)."""
+    return text_overlap(lay_answers(student_tokenizer, teacher_tokenizer, answers, student_prefix, teacher_prefix))
+
+
+def lay_answers(student_tokenizer: Any, teacher_tokenizer: Any, answers: Sequence[str], student_prefix: str = " ",
+                teacher_prefix: str = " ") -> list[tuple[AnswerSpans, AnswerSpans]]:
+    """Each answer's ``(student, teacher)`` tokenisation laid on its bytes, encoded as the collator encodes it."""
     sides = [(student_tokenizer, TokenReader.from_tokenizer(student_tokenizer), student_prefix),
              (teacher_tokenizer, TokenReader.from_tokenizer(teacher_tokenizer), teacher_prefix)]
     tokenised = []
@@ -153,4 +159,19 @@ def measure_text_overlap(
             AnswerSpans.lay(reader.read(tokenizer.tokenize(prefix + answer)), data) for tokenizer, reader, prefix in sides
         )
         tokenised.append((student, teacher))
-    return text_overlap(tokenised)
+    return tokenised
+
+
+@dataclass(frozen=True)
+class SpanRoundTrip:
+    """On how many answers each side's token spans spell the answer's bytes exactly (what byte alignment needs)."""
+
+    student: int
+    teacher: int
+    answers: int
+
+
+def span_round_trip(tokenised: Sequence[tuple[AnswerSpans, AnswerSpans]]) -> SpanRoundTrip:
+    """From :func:`lay_answers`: the answers whose every byte each side's pieces spell, in order."""
+    return SpanRoundTrip(student=sum(s.verified == s.answer_length for s, _ in tokenised),
+                         teacher=sum(t.verified == t.answer_length for _, t in tokenised), answers=len(tokenised))

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("leaderboard", "re-render the leaderboards from a result store"),
     "cache-teacher": ("cache_teacher", "build the teacher-output cache (top-k logits, answers) a grid's cells will "
                                        "train from, ahead of them"),
+    "pair": ("pair", "check a pair before training: its tokenizers' overlap, byte spans, special-token roles, "
+                     "MinED's vocabulary map and padded output rows, one line per check"),
     "data": ("data", "fetch the task data that is missing, verified against its release"),
     "plan": ("plan", "how many evaluation examples and seeds a target difference from sft needs, and its cost"),
     "export-lm-eval": ("export_lm_eval", "write the tasks as lm-evaluation-harness tasks (our data, prompts, metrics)"),

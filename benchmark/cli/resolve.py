@@ -57,6 +57,7 @@ def resolve_run(options: RunOptions, flag_settings: Mapping[str, Any]) -> RunCon
     settings = apply_settings(settings, flag_settings, source="flag")
     settings = apply_settings(settings, setting_overrides, source="--set")
     methods, method_configs, named = _resolve_methods(options.methods, methods_registry, method_overrides)
+    define_user_pairs(_flatten(options.pair), options.pairs_file)
     pairs = resolve_names(PAIRS, names(options.pairs, "--pairs", "pair names or 'all'"), "--pairs")
     tasks = resolve_names(load_tasks(), names(options.tasks, "--tasks", "task names or 'all'"), "--tasks")
     check_methods(methods_registry, method_configs, settings, [PAIRS.get(pair) for pair in pairs], named)
@@ -64,6 +65,16 @@ def resolve_run(options: RunOptions, flag_settings: Mapping[str, Any]) -> RunCon
     return RunConfig(options=options, tasks=tasks, pairs=pairs, methods=methods,
                      seeds=list(dict.fromkeys(options.seeds)), budget=budget, settings=settings,
                      method_configs=method_configs, data_dir=data_dir, cache_dir=cache_dir)
+
+
+def define_user_pairs(flags: Sequence[str], pairs_file: str | None) -> None:
+    """Register the pairs of ``--pair`` and ``--pairs-file`` (checked here, before any model loads)."""
+    from benchmark.models.user_pairs import PairDefinitionError, define_pairs
+
+    try:
+        define_pairs(flags, pairs_file)
+    except PairDefinitionError as error:
+        raise UsageError(str(error)) from None
 
 
 def _resolve_methods(values: Sequence[str], registry: Registry[Any], overrides: Mapping[str, dict[str, Any]],

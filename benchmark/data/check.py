@@ -91,7 +91,7 @@ def verify_task_data(data_dir: Path, tasks: Iterable[str], cache_dir: Path,
         raise DataMissing(
             f"data not found in {str(data_dir)!r}: {_first_few([state.file.path for state in missing])}; "
             f"fetch it with: {fetch_command(data_dir, _tasks_of(missing))} "
-            f"(or set CTKD_ONLINE=1 to fetch on first use)")
+            f"(a run fetches it on first use where its origin answers, unless --offline or CTKD_OFFLINE=1)")
     return {state.file.path: state.file.sha256 for state in states}
 
 

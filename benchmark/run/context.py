@@ -70,6 +70,7 @@ class TaskPairContext:
     max_new_tokens: int
     _subsets: dict[str, list[Example]] = field(default_factory=dict, compare=False, repr=False)
     _overlap: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _protocol: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, task: Task, pair: Pair, settings: Settings, cache_dir: Path) -> "TaskPairContext":
@@ -117,13 +118,32 @@ class TaskPairContext:
             directory = Path(self.cache_dir) / "pairs"
             vocabulary = cached_vocabulary_overlap(VocabInfo.from_tokenizer(student_tokenizer),
                                                    VocabInfo.from_tokenizer(teacher_tokenizer), directory)
-            answers = subset(self.train_pool(), OVERLAP_ANSWERS)
-            prefixes = tuple(self.encoder(tokenizer, fmt).render(answers[0]).answer_prefix for tokenizer, fmt in
-                             ((student_tokenizer, self.student_format), (teacher_tokenizer, self.teacher_format)))
-            text = cached_text_overlap(student_tokenizer, teacher_tokenizer, [e.answer for e in answers],
-                                       prefixes, self.task.name, self.data_fingerprint, directory)  # type: ignore[arg-type]
+            answers, prefixes = self.overlap_answers(student_tokenizer, teacher_tokenizer)
+            text = cached_text_overlap(student_tokenizer, teacher_tokenizer, answers, prefixes, self.task.name,
+                                       self.data_fingerprint, directory)
             self._overlap.update(vocabulary=dataclasses.asdict(vocabulary), text=dataclasses.asdict(text))
         return dict(self._overlap)
+
+    def prompt_protocol(self, load_tokenizers: Callable[[], tuple[Any, Any]]) -> dict[str, Any]:
+        """What ``run.json`` records as ``prompt_protocol``: each side's prompt style, shots and chat template hash
+        (None where its tokenizer has none), from the ``(student, teacher)`` tokenizers (loaded once per context)."""
+        if not self._protocol:
+            student_tokenizer, teacher_tokenizer = load_tokenizers()
+            for role, fmt, tokenizer in (("student", self.student_format, student_tokenizer),
+                                         ("teacher", self.teacher_format, teacher_tokenizer)):
+                template = getattr(tokenizer, "chat_template", None)
+                self._protocol[role] = {"style": fmt.style, "shots": fmt.shots,
+                                        "chat_template": digest(template, short=True) if template else None}
+        return dict(self._protocol)
+
+    def overlap_answers(self, student_tokenizer: Any, teacher_tokenizer: Any) -> tuple[list[str], tuple[str, str]]:
+        """The training answers the text overlap reads, and the ``(student, teacher)`` answer prefixes their prompt
+        formats put before an answer."""
+        answers = subset(self.train_pool(), OVERLAP_ANSWERS)
+        student_prefix, teacher_prefix = (
+            self.encoder(tokenizer, fmt).render(answers[0]).answer_prefix
+            for tokenizer, fmt in ((student_tokenizer, self.student_format), (teacher_tokenizer, self.teacher_format)))
+        return [e.answer for e in answers], (student_prefix, teacher_prefix)
 
     # -- the cell's config ---------------------------------------------------------------------------------------
     def cell_config(self, key: CellKey, method: Method | None) -> dict[str, Any]:

@@ -150,6 +150,9 @@ class CellRecipe:
                         self.ctx.settings.eval.eval_batch_size, desc=f"eval {self.key.method}")
 
     # -- what run.json records -----------------------------------------------------------------------------------
+    def _tokenizers(self) -> tuple[Any, Any]:
+        return load_tokenizer(self.ctx.pair.student, cache_dir=self.ctx.cache_dir), self.teachers.tokenizer(self.ctx)
+
     def _run_info(self, result: EvalResult, facts: dict[str, Any], wall: float, memory: PeakMemory) -> dict[str, Any]:
         return {
             **environment_info(), **facts,
@@ -159,8 +162,8 @@ class CellRecipe:
             "settings": self.ctx.settings.to_dict(), "seed": self.key.seed,
             "student_prompt": self.ctx.student_format.key(), "teacher_prompt": self.ctx.teacher_format.key(),
             "wall_time_s": wall, **memory.read(), "eval": result.stats, "processes": distributed.processes(),
-            "overlap": self.ctx.overlap(lambda: (load_tokenizer(self.ctx.pair.student, cache_dir=self.ctx.cache_dir),
-                                                 self.teachers.tokenizer(self.ctx))),
+            "overlap": self.ctx.overlap(self._tokenizers),
+            "prompt_protocol": self.ctx.prompt_protocol(self._tokenizers),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 

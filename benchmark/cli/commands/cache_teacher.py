@@ -33,9 +33,7 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if run.options.executor != "local":
         raise UsageError(f"--executor {run.options.executor}: cache-teacher runs here, in one process; submit it as "
                          "a job of its own to run it elsewhere")
-    from benchmark.data.fetch import fetch_allowed
-
-    grid = Grid(run, data_sha256=run_command._verified_data(run, fetch=fetch_allowed()))
+    grid = Grid(run, data_sha256=run_command._verified_data(run))
     pairs, skipped = grid.reachable_pairs()
     for name, reason in skipped.items():
         print(f"skipped pair {name}: {reason}")

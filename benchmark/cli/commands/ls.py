@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
+from benchmark.config import PAIR_HELP, PAIRS_FILE_HELP
 from benchmark.core.paths import default_cache_dir, resolve_data_dir
 
 
@@ -17,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, help="model cache (offline models, data checks)")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: $CTKD_DATA_DIR, ../shared/data, "
                                                          "or the per-user data folder)")
+    parser.add_argument("--pair", action="append", default=[], metavar="NAME=TEACHER,STUDENT", help=PAIR_HELP)
+    parser.add_argument("--pairs-file", default=None, help=PAIRS_FILE_HELP)
 
 
 def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -40,8 +43,10 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
             print(f"{name}\tmetric: {tasks.get(name).metric}\t{tasks.description(name)}")
     else:
         from benchmark.cli.preflight import directory
+        from benchmark.cli.resolve import define_user_pairs
         from benchmark.models.pairs import PAIRS, pair_status
 
+        define_user_pairs(args.pair, args.pairs_file)
         cache = directory(args.cache_dir if args.cache_dir is not None else str(default_cache_dir()), "--cache-dir")
         for name in PAIRS.names():
             pair = PAIRS.get(name)
@@ -69,7 +74,8 @@ def overlap_note(pair: Any, cache_dir: str | Path) -> str:
         return VocabInfo.from_tokenizer(student), VocabInfo.from_tokenizer(teacher)
 
     try:
-        if "local" in (pair.student.source, pair.teacher.source):  # a folder's tokenizer can change under its path
+        if any(spec.source == "local" or spec.ref.endswith(".gguf") for spec in (pair.student, pair.teacher)):
+            # a folder's (or a GGUF file's) tokenizer can change under its path
             overlap = cached_vocabulary_overlap(*vocabs(), directory)
         else:
             identity = {"student": pair.student.fingerprint(), "teacher": pair.teacher.fingerprint()}

@@ -31,7 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from benchmark.cli.preflight import load_task_data
-    from benchmark.data.fetch import fetch_allowed
     from benchmark.engine import distributed
     from benchmark.run.grid import FAILED_STATUSES, Grid, summarize
     from tasks.base import DataError
@@ -43,8 +42,10 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     # then every record of the selected tasks parsed once; the grid reuses the parsed tasks. The main process of a
     # launch checks first (it may fetch files, and it writes a marker in the cache).
     with distributed.main_first():
-        data_sha256 = _verified_data(run, fetch=fetch_allowed() and not options.dry_run)
+        data_sha256 = _verified_data(run, fetch=not options.dry_run)
     run = dataclasses.replace(run, task_adapters=load_task_data(run.tasks, run.data_dir, run.settings))
+    if not options.dry_run and distributed.is_main():
+        _check_pairs(run)
     grid = Grid(run, data_sha256=data_sha256)
     try:
         if options.executor == "slurm":
@@ -149,18 +150,45 @@ def _print_leaderboard(root: Any) -> None:
         print(f"{name}: {path}")
 
 
-def _verified_data(run: Any, fetch: bool) -> dict[str, str]:
+def _verified_data(run: Any, fetch: bool = True) -> dict[str, str]:
     """The sha256 of every data file the run's tasks read, checked against their releases before any model loads;
-    missing files are fetched first when the network is allowed (``CTKD_ONLINE=1``), else named with the command
-    that fetches them. Tasks without a registered release (third-party adapters) are not checked."""
-    from benchmark.data.fetch import ensure_task_data
+    missing files are fetched first (unless ``fetch`` is false, ``--offline`` or ``CTKD_OFFLINE=1``) where their
+    origin answers, else named with the command that fetches them. Tasks without a registered release (third-party
+    adapters) are not checked."""
+    from benchmark.data.fetch import ensure_task_data, fetch_allowed
     from tasks.base import DataError
     from tasks.data_sources import TASK_DATA
 
     try:
-        return ensure_task_data(run.data_dir, [t for t in run.tasks if t in TASK_DATA], run.cache_dir, online=fetch)
+        return ensure_task_data(run.data_dir, [t for t in run.tasks if t in TASK_DATA], run.cache_dir,
+                                online=fetch and fetch_allowed() and not run.options.offline)
     except DataError as error:
         raise UsageError(str(error)) from None
+
+
+def _check_pairs(run: Any) -> None:
+    """``pair check`` of every pair that can run here, on the run's tasks and methods, before the grid's first cell:
+    a check that rules out a method of the run stops it (one line)."""
+    from benchmark.models.pairs import PAIRS, pair_status
+    from benchmark.run.pair_check import READERS, check_pair, ruled_out
+    from methods.registry import METHODS
+
+    methods = {name: METHODS.get(name)(run.method_configs[name]) for name in run.methods}
+    vocab_map = any(READERS["vocabulary map"](method) for method in methods.values())
+    for name in run.pairs:
+        pair = PAIRS.get(name)
+        if pair_status(pair, run.cache_dir):  # the grid skips it and says why
+            continue
+        checks = check_pair(pair, [run.task_adapters[task] for task in run.tasks], run.settings, run.cache_dir,
+                            methods, vocab_map=vocab_map)
+        print(f"pair check {name}:")
+        for check in checks:
+            print(check.line())
+        failures = ruled_out(checks, run.methods)
+        if failures:
+            check, names = failures[0]
+            raise UsageError(f"pair {name}: {check.name} failed ({check.figure}), which rules out "
+                             f"{', '.join(names)}; see `run_bench.py pair check {name}`")
 
 
 def _run_with_workers(grid: Any, workers: int | None, argv: Sequence[str]) -> list[Any]:

@@ -134,6 +134,22 @@ CASES = [
     run("set-no-value", "--set", "train.lr", expected="--set 'train.lr': expected PATH=VALUE"),
     run("set-empty", "--set", "", expected="--set '': expected PATH=VALUE"),
     run("set-empty-value", "--set", "data.limit_eval=", expected="invalid int value: ''"),
+    # -- --pair and --pairs-file: checked before any model loads ----------------------------------------------------
+    run("pair-missing-folder", "--pair", "mine={root}/nowhere,{model}",
+        expected="'{root}/nowhere': no such folder or .gguf file, and not a hub id (owner/name)"),
+    run("pair-not-a-model-folder", "--pair", "mine={empty},{model}",
+        expected="folder '{empty}' is not a Hugging Face model folder (no config.json)"),
+    run("pair-unknown-format", "--pair", "mine={afile},{model}", expected="unknown model format '(no suffix)'"),
+    run("pair-name-taken", "--pair", f"{TINY}={{model}},{{model}}", expected=f"pair name '{TINY}' is already taken"),
+    run("pair-name-unusable", "--pair", "My Pair={model},{model}",
+        expected="name 'My Pair' is not usable as a directory name"),
+    run("pair-one-side", "--pair", "mine={model}", expected="expected NAME=TEACHER,STUDENT"),
+    run("pair-bad-style", "--pair", "mine={model},org/name:chatty", expected="'org/name:chatty': no such folder"),
+    run("pair-revision-of-a-folder", "--pair", "mine={model}@v1,{model}",
+        expected="@v1: a revision applies to hub ids only"),
+    run("pairs-file-format", "--pairs-file", "{afile}", expected="unknown format '(no suffix)'; accepted: .yaml"),
+    run("pairs-file-bad-yaml", "--pairs-file", "{bad_yaml}", expected="not valid YAML"),
+    run("pairs-file-bad-style", "--pairs-file", "{bad_style}", expected="prompt 'chatty': accepted: plain, chat"),
     # -- --include ------------------------------------------------------------------------------------------------
     run("include-missing", "--include", "{plugins}/missing.py",
         expected="--include '{plugins}/missing.py': expected an existing .py file"),
@@ -177,7 +193,7 @@ CASES = [
     run("data-dir-missing", "--data-dir", "{root}/nowhere", expected="--data-dir '{root}/nowhere' does not exist"),
     run("data-dir-is-a-file", "--data-dir", "{afile}", expected="--data-dir '{afile}' is not a directory"),
     run("data-dir-empty", "--data-dir", "", expected="--data-dir '': expected a directory path"),
-    run("data-dir-without-the-task", "--data-dir", "{empty}",
+    run("data-dir-without-the-task", "--data-dir", "{empty}", "--offline",
         expected="data not found in '{empty}': pubmedqa/ori_pqal.json"),
     run("output-of-a-newer-suite", "--output", "{newer}",
         expected="--output '{newer}' holds cells written by a newer version of the suite (1, e.g. "
@@ -193,7 +209,7 @@ CASES = [
         expected="data differs from its release: qed/qed-dev.jsonlines has 0 bytes"),
     run("data-duplicate-id", "--tasks", "qed", "--data-dir", "{data_duplicate}",
         expected="data differs from its release: qed/qed-dev.jsonlines has "),
-    run("data-missing-file", "--tasks", "qed", "--data-dir", "{data_no_file}",
+    run("data-missing-file", "--tasks", "qed", "--data-dir", "{data_no_file}", "--offline",
         expected="data not found in '{data_no_file}': qed/qed-dev.jsonlines"),
     run("data-json-record-field", "--tasks", "pubmedqa", "--data-dir", "{data_pubmed}",
         expected="data differs from its release: pubmedqa/ori_pqal.json has "),
@@ -289,6 +305,16 @@ def _write_newer_store(root: Path) -> None:
     (cell.dir / "DONE").write_text("")
 
 
+def _write_pair_files(root: Path) -> dict[str, Path]:
+    """A folder that looks like a model (config.json only: the checks never load it) and two bad pair files."""
+    paths = {"model": root / "model", "bad_yaml": root / "bad.yaml", "bad_style": root / "style.toml"}
+    paths["model"].mkdir()
+    (paths["model"] / "config.json").write_text("{}")
+    paths["bad_yaml"].write_text("pairs: [unclosed\n")
+    paths["bad_style"].write_text('[pairs.mine]\nteacher = { model = "model", prompt = "chatty" }\nstudent = "model"\n')
+    return paths
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """Every file the cases name, under one watched folder. ``read_only`` is a folder no one may write to (a
@@ -306,6 +332,7 @@ def workspace(tmp_path_factory):
     paths["spaced"].write_text("a file\n")
     _write_plugins(paths["plugins"])
     _write_newer_store(paths["newer"])
+    paths |= _write_pair_files(root)
     paths |= _write_data(root / "data")
     mounted = _make_read_only(paths["read_only"])
     methods = ", ".join(sorted(load_methods().names()))  # the registered names an unknown method is answered with

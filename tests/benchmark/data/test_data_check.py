@@ -80,7 +80,7 @@ def test_missing_files_name_the_fetch_command(tmp_path: Path) -> None:
     assert str(info.value) == (
         f"data not found in {str(data_dir)!r}: toy/a.txt; fetch it with: "
         f"python run_bench.py data fetch --tasks toy --data-dir '{data_dir}' "
-        f"(or set CTKD_ONLINE=1 to fetch on first use)")
+        f"(a run fetches it on first use where its origin answers, unless --offline or CTKD_OFFLINE=1)")
 
 
 def test_unknown_task_lists_the_known_ones(tmp_path: Path) -> None:

@@ -255,7 +255,7 @@ def test_offline_missing_data_names_the_files_and_the_command(tmp_path: Path) ->
     assert str(info.value) == (
         f"data not found in {str(tmp_path)!r}: squad/dev-v1.1.json, pubmedqa/ori_pqal.json, "
         f"pubmedqa/test_ground_truth.json; fetch it with: python run_bench.py data fetch --tasks squad pubmedqa "
-        f"--data-dir {tmp_path} (or set CTKD_ONLINE=1 to fetch on first use)")
+        f"--data-dir {tmp_path} (a run fetches it on first use where its origin answers, unless --offline or CTKD_OFFLINE=1)")
 
 
 def test_online_run_fetches_on_first_use(origin: OriginServer, tmp_path: Path) -> None:
@@ -266,13 +266,27 @@ def test_online_run_fetches_on_first_use(origin: OriginServer, tmp_path: Path) -
     assert len(messages) == 1 and messages[0].startswith("fetching pubmedqa: 2 file(s)")
 
 
+def test_an_origin_that_does_not_answer_is_the_offline_error_naming_it(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as closed:  # a port nothing listens on: connections are refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv(TEST_ORIGIN_ENV, f"http://127.0.0.1:{port}")
+    with pytest.raises(DataMissing) as info:
+        ensure_task_data(tmp_path / "data", ["pubmedqa"], tmp_path / "cache", online=True, say=pytest.fail)
+    message = str(info.value)
+    assert message.startswith(f"data not found in {str(tmp_path / 'data')!r}: pubmedqa/ori_pqal.json")
+    assert message.endswith(f"; its origin 127.0.0.1:{port} does not answer from here") and "\n" not in message
+    assert not (tmp_path / "data" / "pubmedqa").exists()
+
+
 def test_switches(monkeypatch: pytest.MonkeyPatch) -> None:
     url = "https://raw.githubusercontent.com/o/r/0123/x.json"
     monkeypatch.delenv(TEST_ORIGIN_ENV, raising=False)
     assert origin_url(url) == url
     monkeypatch.setenv(TEST_ORIGIN_ENV, "http://127.0.0.1:9/")
     assert origin_url(url) == "http://127.0.0.1:9/raw.githubusercontent.com/o/r/0123/x.json"
-    monkeypatch.setenv("CTKD_ONLINE", "1")
+    monkeypatch.delenv("CTKD_OFFLINE", raising=False)
     assert fetch_allowed()
-    monkeypatch.setenv("CTKD_ONLINE", "0")
+    monkeypatch.setenv("CTKD_OFFLINE", "1")
     assert not fetch_allowed()
