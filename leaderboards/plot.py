@@ -1,4 +1,5 @@
-"""Render ``leaderboard.png``: one subplot per task, pairs on x, a bar per student method.
+"""Render ``leaderboard.png`` (one subplot per task, pairs on x, a bar per student method) and
+``leaderboard_curves.png`` (per task × pair, a row of the shared training-curve panels of :mod:`leaderboards.curves`).
 
 Bars are headline-metric means with their 95 % bootstrap intervals as error bars (the intervals of the Markdown
 tables). The teacher and the untrained student are references, not competitors: each is a short horizontal line
@@ -17,6 +18,7 @@ from matplotlib.figure import Figure
 
 from benchmark.store import TEACHER, UNTRAINED, StoreScan
 from leaderboards.analysis import Analysis, CellStats
+from leaderboards.curves import SHARED_PANELS, PairCurves, Panel
 from leaderboards.tables import ordered_methods
 
 _REFERENCE_STYLE = {
@@ -45,6 +47,47 @@ def leaderboard_png(scan: StoreScan, analysis: Analysis) -> bytes:
             _task_axes(ax, task, scan.headline_metrics[task], table[task], colors)
     else:
         figure.text(0.5, 0.5, f"no completed cells under {scan.root}", ha="center", va="center")
+    return _png(figure)
+
+
+def curves_png(scan: StoreScan, curves: tuple[PairCurves, ...]) -> bytes:
+    """The PNG bytes: one row per task × pair, one column per shared panel; seeds thin, their mean thick. A store
+    without training logs gives a figure that says so; a pair's first title counts its cells without a readable log
+    (the page names them)."""
+    columns = len(SHARED_PANELS)
+    figure = Figure(figsize=(4.2 * columns, 3.2 * max(1, len(curves))), layout="constrained")
+    if curves:
+        axes = figure.subplots(len(curves), columns, squeeze=False)
+        for row, pair in zip(axes, curves):
+            shared = {panel.title: panel for panel in pair.panels if panel.shared}
+            missing = f"\n({len(pair.problems)} cells without a readable log)" if pair.problems else ""
+            for column, (ax, (_, title)) in enumerate(zip(row, SHARED_PANELS)):
+                _curve_axes(ax, f"{pair.task} · {pair.pair}: {title}{missing if column == 0 else ''}",
+                            shared.get(title))
+    else:
+        figure.text(0.5, 0.5, f"no training logs under {scan.root}", ha="center", va="center")
+    return _png(figure)
+
+
+def _curve_axes(ax: Axes, title: str, panel: Panel | None) -> None:
+    ax.set_title(title, fontsize="small")
+    ax.set_xlabel("optimizer step", fontsize="small")
+    ax.grid(alpha=0.3)
+    if panel is None:
+        ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        return
+    for series in panel.series:
+        many = len(series.seeds) > 1
+        for _, line in series.seeds:
+            ax.plot(line.steps, line.values, color=series.color, linewidth=0.8 if many else 1.6,
+                    alpha=0.35 if many else 1.0, marker="o" if len(line.steps) == 1 else None)
+        if many:
+            ax.plot(series.mean.steps, series.mean.values, color=series.color, linewidth=2.0)
+        ax.plot([], [], color=series.color, label=series.name)
+    ax.legend(fontsize="x-small", frameon=False)
+
+
+def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     # No "Software" metadata: the bytes depend on the data, not on the matplotlib version.
     figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
