@@ -136,12 +136,12 @@ SCRIPT = """
   function fmt(v, signed) { return v === null || v === undefined ? "–" : (signed && v > 0 ? "+" : "") + v.toFixed(1); }
   function right(task, v) { return v !== null && (task.higher ? v >= 50 : v <= 50); }
   function predictions(entry, j) {
-    var box = el("div", "preds"), seen = [];
-    entry.predictions.forEach(function (seedPreds, s) {
-      var text = seedPreds[j];
-      if (text === null || seen.indexOf(text) >= 0) return;
-      seen.push(text);
-      box.appendChild(el("div", "pred", (entry.seeds.length > 1 ? "seed " + entry.seeds[s] + ": " : "") + (text || "(empty)")));
+    // One line per distinct prediction; seeds are named only where they disagree.
+    var box = el("div", "preds"), texts = entry.predictions.map(function (p) { return p[j]; });
+    var distinct = texts.filter(function (t, s) { return t !== null && texts.indexOf(t) === s; });
+    texts.forEach(function (text, s) {
+      if (text === null || texts.indexOf(text) !== s) return;
+      box.appendChild(el("div", "pred", (distinct.length > 1 ? "seed " + entry.seeds[s] + ": " : "") + (text || "(empty)")));
     });
     return box;
   }
