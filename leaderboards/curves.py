@@ -66,14 +66,16 @@ def read_curves(scan: StoreScan) -> tuple[PairCurves, ...]:
     for cell in scan.cells:
         if cell.method not in REFERENCE_METHODS:
             by_pair[cell.task, cell.pair].append(cell)
-    return tuple(_pair_curves(store, task, pair, cells) for (task, pair), cells in sorted(by_pair.items()))
+    colors = method_colors([cell.method for cells in by_pair.values() for cell in cells])
+    return tuple(_pair_curves(store, task, pair, cells, colors) for (task, pair), cells in sorted(by_pair.items()))
 
 
 def method_colors(methods: list[str]) -> dict[str, str]:
+    """One colour per method across the whole leaderboard."""
     return {method: PALETTE[i % len(PALETTE)] for i, method in enumerate(ordered_methods(methods))}
 
 
-def _pair_curves(store: Store, task: str, pair: str, cells: list[CellRecord]) -> PairCurves:
+def _pair_curves(store: Store, task: str, pair: str, cells: list[CellRecord], colors: dict[str, str]) -> PairCurves:
     logs: dict[str, dict[int, _Log]] = defaultdict(dict)  # method -> seed -> log
     problems = []
     for cell in sorted(cells, key=lambda c: (c.method, c.seed)):
@@ -82,7 +84,6 @@ def _pair_curves(store: Store, task: str, pair: str, cells: list[CellRecord]) ->
             logs[cell.method][cell.seed] = _lines(stored.train_records(), stored.train_log.name)
         except StoreError as error:
             problems.append(f"{cell.method} seed {cell.seed}: {str(error).replace(f'{stored.dir}/', '')}")
-    colors = method_colors(list(logs))
     panels = [Panel(title, tuple(_series(method, colors[method], {s: log[term] for s, log in seeds.items()
                                                                    if term in log})
                                  for method, seeds in _in_order(logs) if any(term in log for log in seeds.values())),

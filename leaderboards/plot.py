@@ -14,7 +14,9 @@ from collections import defaultdict
 
 import matplotlib
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from benchmark.store import TEACHER, UNTRAINED, StoreScan
 from leaderboards.analysis import Analysis, CellStats
@@ -53,20 +55,28 @@ def leaderboard_png(scan: StoreScan, analysis: Analysis) -> bytes:
 def curves_png(scan: StoreScan, curves: tuple[PairCurves, ...]) -> bytes:
     """The PNG bytes: one row per task × pair, one column per shared panel; seeds thin, their mean thick. A store
     without training logs gives a figure that says so; a pair's first title counts its cells without a readable log
-    (the page names them)."""
-    columns = len(SHARED_PANELS)
-    figure = Figure(figsize=(4.2 * columns, 3.2 * max(1, len(curves))), layout="constrained")
+    (the page names them). Lines are drawn as one collection per axes and the grid is laid out by hand: a store of
+    a thousand cells gives thousands of lines, which matplotlib's per-line artists and constrained layout take
+    minutes over."""
+    columns, rows = len(SHARED_PANELS), max(1, len(curves))
+    figure = Figure(figsize=(4.6 * columns, 3.3 * rows))
     if curves:
-        axes = figure.subplots(len(curves), columns, squeeze=False)
+        figure.subplots_adjust(left=0.06, right=0.98, bottom=0.6 / (3.3 * rows), top=1 - 0.9 / (3.3 * rows),
+                               wspace=0.25, hspace=0.55)
+        axes = figure.subplots(rows, columns, squeeze=False)
         for row, pair in zip(axes, curves):
             shared = {panel.title: panel for panel in pair.panels if panel.shared}
-            missing = f"\n({len(pair.problems)} cells without a readable log)" if pair.problems else ""
+            missing = f" ({len(pair.problems)} cells without a readable log)" if pair.problems else ""
             for column, (ax, (_, title)) in enumerate(zip(row, SHARED_PANELS)):
                 _curve_axes(ax, f"{pair.task} · {pair.pair}: {title}{missing if column == 0 else ''}",
                             shared.get(title))
+        # One legend for the figure: a method has one colour in every panel (:func:`leaderboards.curves.method_colors`).
+        named = {s.name: s.color for pair in curves for panel in pair.panels if panel.shared for s in panel.series}
+        figure.legend(handles=[Line2D([], [], color=color, label=name) for name, color in named.items()],
+                      loc="upper center", ncols=min(len(named), 8), fontsize="small", frameon=False)
     else:
         figure.text(0.5, 0.5, f"no training logs under {scan.root}", ha="center", va="center")
-    return _png(figure)
+    return _png(figure, dpi=80)
 
 
 def _curve_axes(ax: Axes, title: str, panel: Panel | None) -> None:
@@ -76,21 +86,24 @@ def _curve_axes(ax: Axes, title: str, panel: Panel | None) -> None:
     if panel is None:
         ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
         return
+    thin, thick = [], []
     for series in panel.series:
         many = len(series.seeds) > 1
         for _, line in series.seeds:
-            ax.plot(line.steps, line.values, color=series.color, linewidth=0.8 if many else 1.6,
-                    alpha=0.35 if many else 1.0, marker="o" if len(line.steps) == 1 else None)
+            (thin if many else thick).append((list(zip(line.steps, line.values)), series.color))
         if many:
-            ax.plot(series.mean.steps, series.mean.values, color=series.color, linewidth=2.0)
-        ax.plot([], [], color=series.color, label=series.name)
-    ax.legend(fontsize="x-small", frameon=False)
+            thick.append((list(zip(series.mean.steps, series.mean.values)), series.color))
+    for lines, width, alpha in ((thin, 0.8, 0.35), (thick, 1.8, 1.0)):
+        if lines:
+            ax.add_collection(LineCollection([points for points, _ in lines], colors=[c for _, c in lines],
+                                             linewidths=width, alpha=alpha))
+    ax.autoscale_view()
 
 
-def _png(figure: Figure) -> bytes:
+def _png(figure: Figure, dpi: int = 110) -> bytes:
     buffer = io.BytesIO()
     # No "Software" metadata: the bytes depend on the data, not on the matplotlib version.
-    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     return buffer.getvalue()
 
 
