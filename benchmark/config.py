@@ -267,6 +267,7 @@ def default_budget_name() -> str:
 # The run's own options: what to run, where and how. None of them enters a cell's hash.
 # ---------------------------------------------------------------------------------------------------------------
 Executor = Literal["local", "gpus", "slurm"]
+LogWith = Literal["none", "tensorboard"]
 DEFAULT_METHODS = ("sft", "seqkd", "uld", "mined", "mlot")
 DEFAULT_PAIRS = ("default",)
 DEFAULT_TASKS = ("qed", "fairytaleqa", "dialogsum")
@@ -320,6 +321,9 @@ class RunOptions(Section):
     exit_on_error: bool = option(False, "stop at the first failing cell (default: record it and go on)")
     save_students: bool = option(False, "save each trained student with save_pretrained into its cell")
     leaderboard: bool = option(True, "render the leaderboard after the run (--no-leaderboard: do not)")
+    log_with: LogWith = option("none", "also write each trained cell's per-step log through accelerate's trackers: "
+                                       "tensorboard (event files in <cell>/tensorboard; needs the optional extra, "
+                                       "pip install 'ctkd-bench[tensorboard]')")
 
 
 @dataclass(frozen=True)

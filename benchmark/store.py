@@ -231,6 +231,12 @@ class Cell:
             raise StoreError(f"{path} lists an example id twice")
         return records
 
+    def train_records(self) -> list[dict[str, Any]]:
+        """The records of ``train_log.jsonl`` (one object per optimizer step); a missing file or a bad line is a
+        :class:`StoreError` naming the file (and line). A finished cell's log is not part of its soundness: the
+        leaderboards report a bad log beside the cell's numbers."""
+        return _read_jsonl(self.train_log)
+
     def run_info(self) -> dict[str, Any]:
         """``run.json`` (provenance and costs), or ``{}`` when the cell has none; an unreadable file is an error."""
         path = self.dir / "run.json"
@@ -430,6 +436,10 @@ class CellRecord:
     vocabulary_overlap: float | None = None  # the pair's O_V (run.json "overlap"; methods-spec §19)
     text_overlap: float | None = None  # the pair's O_T on the task's training answers
     prompt_protocol: str = ""  # each side's prompt style, shots and chat template (run.json "prompt_protocol")
+
+    @property
+    def key(self) -> CellKey:
+        return CellKey(self.task, self.pair, self.method, self.seed)
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ import os
 from pathlib import Path
 
 from benchmark.core.files import write_atomic
-from benchmark.store import scan_store
 from leaderboards.analysis import analyze
+from leaderboards.browser import browser_data
 from leaderboards.frames import load
 from leaderboards.html import leaderboard_html
-from leaderboards.plot import leaderboard_png
+from leaderboards.plot import curves_png, leaderboard_png
+from leaderboards.reading import read_store
 from leaderboards.render import leaderboard_csv, markdown, summary_csv, vs_sft_csv
 from leaderboards.stats import BootstrapConfig
 from leaderboards.tables import build_document
@@ -25,25 +26,27 @@ def render_leaderboards(
     out_dir: str | os.PathLike[str] | None = None,
     config: BootstrapConfig = BootstrapConfig(),
 ) -> dict[str, Path]:
-    """Write leaderboard.csv, summary.csv, vs_sft.csv, leaderboard.md, leaderboard.html and leaderboard.png; return
-    their paths by file name.
+    """Write leaderboard.csv, summary.csv, vs_sft.csv, leaderboard.md, leaderboard.html, leaderboard.png and
+    leaderboard_curves.png; return their paths by file name. The store is read once (:func:`read_store`).
 
     ``out_dir`` defaults to ``runs_dir``. A store with failed cells or skipped pairs but no complete cell still
     renders (its Markdown lists the failures); a store with nothing at all is a ValueError. The same store and
     ``config`` always give byte-identical files (fixed resampling seed).
     """
-    scan = scan_store(runs_dir)
+    data = read_store(runs_dir)
+    scan = data.scan
     if not (scan.cells or scan.failed or scan.skipped or scan.damaged):
         raise ValueError(f"no completed cells under {scan.root} (and no failed cells or skipped pairs to report)")
-    analysis = analyze(scan, config)
+    analysis = analyze(scan, config, data.scores)
     document = build_document(scan, analysis)
     outputs = {
         "leaderboard.csv": leaderboard_csv(scan),
         "summary.csv": summary_csv(analysis),
         "vs_sft.csv": vs_sft_csv(analysis),
         "leaderboard.md": markdown(document),
-        "leaderboard.html": leaderboard_html(document),
+        "leaderboard.html": leaderboard_html(document, data.curves, browser_data(data)),
         "leaderboard.png": leaderboard_png(scan, analysis),
+        "leaderboard_curves.png": curves_png(scan, data.curves),
     }
     out = Path(runs_dir if out_dir is None else out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,12 +15,12 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Mapping
 
 import numpy as np
 
-from benchmark.store import SFT, TEACHER, UNTRAINED, CellRecord, StoreError, StoreScan
-from leaderboards.examples import ExampleScores, read_example_scores
+from benchmark.store import SFT, TEACHER, UNTRAINED, CellKey, CellRecord, StoreError, StoreScan
+from leaderboards.examples import ExampleScores, read_examples
 from leaderboards.stats import (
     BootstrapConfig,
     PairedSpread,
@@ -122,8 +122,13 @@ class Analysis:
         return sum(not math.isnan(c.p) for c in self.comparisons)
 
 
-def analyze(scan: StoreScan, config: BootstrapConfig = BootstrapConfig()) -> Analysis:
-    """Every statistic of the leaderboard of ``scan`` (reads each cell's ``predictions.jsonl``)."""
+def analyze(
+    scan: StoreScan, config: BootstrapConfig = BootstrapConfig(), scores: Mapping[CellKey, ExampleScores] | None = None,
+) -> Analysis:
+    """Every statistic of the leaderboard of ``scan``, from each cell's per-example ``scores`` as the store was read
+    once (:func:`leaderboards.reading.read_store`); without them, reads each cell's ``predictions.jsonl`` here."""
+    if scores is None:
+        scores = {cell.key: read_examples(scan.root, cell)[0] for cell in scan.cells}
     groups: dict[tuple[str, str], list[CellRecord]] = defaultdict(list)
     for cell in scan.cells:
         groups[cell.task, cell.pair].append(cell)
@@ -132,7 +137,8 @@ def analyze(scan: StoreScan, config: BootstrapConfig = BootstrapConfig()) -> Ana
     tables: list[TableInfo] = []
     directions = {task: scan.higher_is_better(task) for task in scan.headline_metrics}
     for (task, pair), records in sorted(groups.items()):
-        table_cells, table_comparisons, info = _Table(scan.root, task, pair, scan.headline_metrics[task], records,
+        table_scores = {(r.method, r.seed): scores[r.key] for r in records}
+        table_cells, table_comparisons, info = _Table(table_scores, task, pair, scan.headline_metrics[task], records,
                                                       config, directions[task]).analyze()
         cells += table_cells
         comparisons += table_comparisons
@@ -188,7 +194,8 @@ class _Table:
     """One task × pair: every cell's per-example scores on the table's examples, and the shared draws."""
 
     def __init__(
-        self, root: Path, task: str, pair: str, headline: str, records: list[CellRecord], config: BootstrapConfig,
+        self, scores: dict[tuple[str, int], ExampleScores], task: str, pair: str, headline: str,
+        records: list[CellRecord], config: BootstrapConfig,
         higher_is_better: bool,
     ) -> None:
         self.task, self.pair, self.headline, self.config = task, pair, headline, config
@@ -198,7 +205,6 @@ class _Table:
             by_method[record.method].append(record)
         self.records = dict(sorted(by_method.items()))
         self.seeds = {method: tuple(r.seed for r in cells) for method, cells in self.records.items()}
-        scores = {(r.method, r.seed): read_example_scores(root, r) for r in records}
         ids, cluster_of, self.cells_with_clusters = _examples(scores, task, pair)
         self.n_examples = len(ids)
         cluster_names, self.codes = np.unique([cluster_of[i] for i in ids], return_inverse=True)

@@ -29,9 +29,21 @@ class ExampleScores:
     scores: dict[str, np.ndarray]  # metric -> [n] values on the 0-100 scale
 
 
-def read_example_scores(root: Path, cell: CellRecord) -> ExampleScores:
-    """The cell's ``predictions.jsonl``; a missing file, a bad line or a missing metric is a :class:`StoreError`
-    naming the file and line (a complete cell must carry the scores its metrics were computed from)."""
+@dataclass(frozen=True)
+class ExampleTexts:
+    """One cell's evaluation texts, in file order; ``questions`` and ``contexts`` are "" where the cell did not record
+    them (stores written before predictions carried the prompt's parts)."""
+
+    predictions: tuple[str, ...]
+    references: tuple[tuple[str, ...], ...]
+    questions: tuple[str, ...]
+    contexts: tuple[str, ...]
+
+
+def read_examples(root: Path, cell: CellRecord) -> tuple[ExampleScores, ExampleTexts]:
+    """The cell's ``predictions.jsonl``, read once; a missing file, a bad line or a missing metric is a
+    :class:`StoreError` naming the file and line (a complete cell must carry the scores its metrics were computed
+    from)."""
     stored = _cell(root, cell)
     path = stored.dir / "predictions.jsonl"
     records = stored.predictions()
@@ -41,7 +53,13 @@ def read_example_scores(root: Path, cell: CellRecord) -> ExampleScores:
         raise StoreError(f"{path}: some lines have a 'cluster' and some do not")
     clusters = tuple(str(r["cluster"]) for r in records) if with_cluster else None
     lines = list(range(1, len(records) + 1))
-    return ExampleScores(ids, clusters, {m: _values(records, m, path, lines) for m in sorted(cell.metrics)})
+    scores = ExampleScores(ids, clusters, {m: _values(records, m, path, lines) for m in sorted(cell.metrics)})
+    texts = ExampleTexts(
+        tuple(str(r.get("prediction", "")) for r in records),
+        tuple(tuple(map(str, r["references"])) if isinstance(r.get("references"), list) else () for r in records),
+        tuple(str(r.get("question", "")) for r in records), tuple(str(r.get("context", "")) for r in records),
+    )
+    return scores, texts
 
 
 def _values(records: list[dict[str, Any]], metric: str, path: Path, lines: list[int]) -> np.ndarray:

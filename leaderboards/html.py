@@ -4,16 +4,21 @@ No network: the CSS, the sorting script and the drawings (inline SVG) are in the
 can be mailed or archived as is. Every table sorts by a click on a column header (numbers first from the
 highest, text from A; missing values always last). Intervals are drawn as bars on one scale per table; below each
 task's "vs SFT" table a forest plot draws the differences from sft (the untrained row, far off the scale of trained
-methods, is left out of the plot; the table has it).
+methods, is left out of the plot; the table has it). Per task, the training curves (:mod:`leaderboards.curves_html`)
+and the example browser (:mod:`leaderboards.browser`) follow the tables; each score links to its examples.
 """
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
+from typing import Any
 
 from benchmark.store import UNTRAINED
+from leaderboards import browser, curves_html
 from leaderboards.analysis import Comparison
+from leaderboards.curves import PairCurves
 from leaderboards.tables import Cell, Document, Section, Table
 
 _BAR_WIDTH, _BAR_HEIGHT = 120, 10
@@ -34,6 +39,21 @@ svg.bar { vertical-align: middle; margin-left: .5rem; }
 figure { margin: 1rem 0; }
 figcaption { font-size: 90%; color: #57606a; }
 code { background: #f6f8fa; padding: 0 .25rem; border-radius: 3px; }
+td a { color: inherit; text-decoration: none; }
+td a:hover { text-decoration: underline; }
+.hint { font-size: 90%; color: #57606a; }
+.problems { color: #cf222e; }
+details.curve-pair > summary { cursor: pointer; font-weight: 600; margin: .4rem 0; }
+.panels { display: flex; flex-wrap: wrap; gap: .5rem 1rem; }
+figure.panel { margin: 0; }
+figure.panel figcaption { max-width: 380px; white-space: normal; }
+.key { margin-right: .7rem; display: inline-block; }
+.controls label { margin-right: .8rem; }
+table.examples td { white-space: normal; vertical-align: top; max-width: 22rem; }
+table.examples th { cursor: default; }
+table.examples .context { white-space: pre-wrap; font-size: 90%; color: #57606a; max-height: 14rem; overflow: auto; }
+table.examples .score { font-size: 90%; color: #57606a; }
+table.examples td.id { font-size: 85%; color: #57606a; }
 """
 
 _SCRIPT = """
@@ -73,7 +93,16 @@ _SCRIPT = """
 """
 
 
-def leaderboard_html(document: Document) -> str:
+def leaderboard_html(document: Document, curves: tuple[PairCurves, ...] = (),
+                     examples: dict[str, dict[str, Any]] | None = None) -> str:
+    """The page; ``curves`` (:func:`leaderboards.curves.read_curves`) and ``examples``
+    (:func:`leaderboards.browser.browser_data`) add each task's curves and example browser."""
+    examples = examples or {}
+    trained = sum(len(series.seeds) for c in curves for p in c.panels[:1] for series in p.series)
+    inside = {task: curves_html.curves_html(task, [c for c in curves if c.task == task],
+                                            trained <= curves_html.OPEN_UP_TO)
+                    + (browser.browser_html(task, _slug(task)) if task in examples else [])
+              for task in {section.title for section in document.sections}}
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -84,14 +113,23 @@ def leaderboard_html(document: Document) -> str:
         *(f"<p>{_inline(paragraph)}</p>" for paragraph in document.intro),
     ]
     for section in document.sections:
-        parts += _section(section)
+        parts += _section(section, inside[section.title])
     for table in document.appendix:
         parts += [f"<h2>{html.escape(table.title)}</h2>", *_table(table)]
-    parts += [f"<script>{_SCRIPT}</script>", "</body>", "</html>"]
+    data = json.dumps({"curves": curves_html.curves_json(curves), "examples": examples}, separators=(",", ":"),
+                      ensure_ascii=False)
+    parts += [f'<script type="application/json" id="ctkd-data">{_script_safe(data)}</script>',
+              f"<script>{_SCRIPT}{curves_html.SCRIPT}{browser.SCRIPT}</script>", "</body>", "</html>"]
     return "\n".join(parts) + "\n"
 
 
-def _section(section: Section) -> list[str]:
+def _script_safe(data: str) -> str:
+    """JSON that cannot end its <script> element (a prediction may hold "</script>" or "<!--"): "<" occurs only
+    inside JSON strings, where its escape reads the same."""
+    return data.replace("<", "\\u003c")
+
+
+def _section(section: Section, inside: list[str]) -> list[str]:
     parts = [f'<section id="{_slug(section.title)}">', f"<h2>{html.escape(section.title)}</h2>",
              f"<p>{_inline(section.lines[0])}</p>"]
     if section.lines[1:]:
@@ -100,13 +138,15 @@ def _section(section: Section) -> list[str]:
     for table in section.tables:
         if table.title:
             parts.append(f"<h3>{html.escape(table.title)}</h3>")
-        parts += _table(table)
+        parts += _table(table, section.title if table.bars == "score" else None)
         if table.bars == "difference" and plotted:
             parts += _forest(section.title, plotted)
-    return parts + ["</section>"]
+    return parts + inside + ["</section>"]
 
 
-def _table(table: Table) -> list[str]:
+def _table(table: Table, link_task: str | None = None) -> list[str]:
+    """``link_task``: the table is that task's score table (a method per row, a pair per column); each score links
+    to its examples."""
     if not table.rows:
         return ["<p>None.</p>"]
     scale = _scale(table) if table.bars else None
@@ -121,7 +161,10 @@ def _table(table: Table) -> list[str]:
         parts.append(f"<p>{_inline(table.intro)}</p>")
     parts += [f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>']
     for row in table.rows:
-        cells = "".join(_cell(cell, table.numeric and j >= table.label_columns, scale) for j, cell in enumerate(row))
+        cells = "".join(_cell(cell, table.numeric and j >= table.label_columns, scale,
+                              f"#examples/{link_task}/{table.header[j]}/{row[0].sort}"
+                              if link_task and cell.interval else None)
+                        for j, cell in enumerate(row))
         parts.append(f"<tr>{cells}</tr>")
     parts.append("</tbody></table>")
     if table.notes:
@@ -129,13 +172,15 @@ def _table(table: Table) -> list[str]:
     return parts
 
 
-def _cell(cell: Cell, numeric: bool, scale: tuple[float, float, bool] | None) -> str:
+def _cell(cell: Cell, numeric: bool, scale: tuple[float, float, bool] | None, link: str | None = None) -> str:
     attributes = ' class="num"' if numeric else ""
     if cell.sort is not None and not (isinstance(cell.sort, float) and math.isnan(cell.sort)):
         attributes += f' data-sort="{html.escape(str(cell.sort))}"'
     text = html.escape(cell.text)
     if cell.bold:
         text = f"<strong>{text}</strong>"
+    if link:
+        text = f'<a href="{html.escape(link)}" title="examples">{text}</a>'
     if cell.interval is not None and scale is not None:
         text += _bar(cell.interval, scale)
     return f"<td{attributes}>{text}</td>"
@@ -180,7 +225,10 @@ def _bar(interval: tuple[float, float, float], scale: tuple[float, float, bool])
 
 def _forest(task: str, comparisons: list[Comparison]) -> list[str]:
     """Differences from sft with their intervals, one row per pair · method, coloured by mark."""
-    label_width, plot_width, row_height, top = 260, 460, 22, 24
+    labels = [f"{c.pair} · {c.method}" for c in comparisons]
+    # Wide enough for the longest label at 12 px (0.62 em per character covers digits and lowercase sans-serif).
+    label_width = max(120, math.ceil(max(len(label) for label in labels) * 12 * 0.62) + 16)
+    plot_width, row_height, top = 460, 22, 24
     values = [0.0] + [v for c in comparisons for v in (c.ci_low, c.ci_high) if math.isfinite(v)]
     low, high = min(values), max(values)
     pad = 0.05 * (high - low) or 1.0
@@ -199,7 +247,7 @@ def _forest(task: str, comparisons: list[Comparison]) -> list[str]:
     for i, c in enumerate(comparisons):
         y = top + row_height * i + row_height / 2
         color = _MARK_COLORS[c.mark]
-        label = html.escape(f"{c.pair} · {c.method}")
+        label = html.escape(labels[i])
         parts += [
             f'<g><title>{label}: {c.diff:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}], {html.escape(c.mark)}</title>',
             f'<text x="{label_width - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="12">{label}</text>',

@@ -223,19 +223,24 @@ def train(
     teacher: TeacherSource | None = None,
     answers: Sequence[str] | None = None,
     data_parallel: bool = True,
+    log_with: str = "none",
 ) -> TrainStats:
     """Train ``student`` in place with ``method``, logging every step to ``log_path``; resumes from the checkpoint
     in ``checkpoint_dir`` when there is one, and leaves the final state there.
 
     Under a multi-process launch every process calls this together and trains its share of each step; with
     ``data_parallel=False`` this process trains alone (the main process building a cache while the others wait).
+    ``log_with="tensorboard"`` also logs every step's numbers through accelerate's tracker, as event files in
+    ``<log_path's folder>/tensorboard``.
     """
     if method.teacher_needs in ("topk_logits", "full_logits", "hidden_states") and teacher is None:
         raise ValueError(f"method {method.name!r} needs teacher {method.teacher_needs} but no teacher source was given")
     check_on_policy_teacher(method, teacher)
     torch.manual_seed(seed)
     machine = precision()
-    accelerator = Accelerator(cpu=not machine.on_gpu, mixed_precision=machine.mixed_precision)
+    tracked = log_with != "none"
+    accelerator = Accelerator(cpu=not machine.on_gpu, mixed_precision=machine.mixed_precision,
+                              log_with=log_with if tracked else None, project_dir=log_path.parent if tracked else None)
     processes, rank = (accelerator.num_processes, accelerator.process_index) if data_parallel else (1, 0)
     if processes > 1 and method.on_policy_fraction > 0:
         # The draws and samples are keyed by a micro-batch's place in the step; split over processes, each would
@@ -258,6 +263,8 @@ def train(
     if writer:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         _truncate_log(log_path, start_step)
+        if tracked:
+            accelerator.init_trackers("tensorboard")
     answers = list(answers) if answers is not None else [e.answer for e in examples]
     on_policy = OnPolicyBatches(collator, method, seed) if method.on_policy_fraction > 0 else None
 
@@ -311,11 +318,16 @@ def train(
                       **sampled, "elapsed_s": elapsed}
             with open(log_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if tracked:
+                accelerator.log({name: value for name, value in record.items() if name != "step"
+                                 and isinstance(value, (int, float)) and not isinstance(value, bool)}, step=done)
             bar.set_postfix(loss=f"{logged['loss']:.4f}", tok_s=f"{tokens_seen * processes / max(elapsed, 1e-9):.0f}")
             bar.update(1)
             if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == len(plan):
                 checkpoint.save(accelerator.unwrap_model(student), optimizer, scheduler, done)
     bar.close()
+    if tracked and writer:
+        accelerator.end_training()
     wall = time.perf_counter() - started
     tokens = int(total([tokens_seen])[0])
     return TrainStats(len(plan), wall, tokens, tokens / max(wall, 1e-9), start_step, asdict(shape))

@@ -61,7 +61,7 @@ class Grid:
         methods = [METHODS.get(name)(run.method_configs[name]) for name in run.methods]
         self.teachers = Teachers.for_methods(run.cache_dir, methods, log, sharded=run.options.shard_teacher)
         self.cell_options = CellOptions(budget=run.budget, save_students=run.options.save_students,
-                                        data_sha256=dict(data_sha256 or {}))
+                                        log_with=run.options.log_with, data_sha256=dict(data_sha256 or {}))
         # One start time for all workers of a run: ``--force`` re-runs what was done before it, not what they did.
         self.started = float(os.environ.get(RUN_STARTED_ENV) or time.time())
         self._tasks: dict[str, Task] = dict(run.task_adapters)  # parsed while the run was checked

@@ -73,6 +73,7 @@ class CellOptions:
 
     budget: str  # the budget preset the settings started from, recorded in run.json
     save_students: bool = False
+    log_with: str = "none"  # "tensorboard": the harness also logs through accelerate's tracker into the cell
     data_sha256: dict[str, str] = field(default_factory=dict)  # verified data files: path -> sha256, for run.json
 
 
@@ -138,7 +139,8 @@ class CellRecipe:
         assert self.method is not None
         side = setup.side
         stats = train(setup.student, self.method, side.examples, side.collator, self.ctx.settings.train,
-                      self.key.seed, self.cell.checkpoint_dir, self.cell.train_log, side.teacher, side.answers)
+                      self.key.seed, self.cell.checkpoint_dir, self.cell.train_log, side.teacher, side.answers,
+                      log_with=self.options.log_with)
         if self.options.save_students and distributed.is_main():
             setup.student.save_pretrained(self.cell.student_dir)
             setup.student_tokenizer.save_pretrained(self.cell.student_dir)

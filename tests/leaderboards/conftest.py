@@ -30,10 +30,12 @@ class StoreBuilder:
         clusters: list[str] | None = None,
         examples: int = 4,
         run: dict[str, Any] | None = None,
+        predictions: list[str] | None = None,
+        train_log: list[dict[str, Any]] | None = None,
     ) -> Path:
         """A cell; its ``predictions.jsonl`` holds ``scores`` per example (default: every one of ``examples``
         examples scores the cell's metric value) and ``clusters`` when given (else no cluster field, as in stores
-        written before cluster ids)."""
+        written before cluster ids); ``predictions`` per example (default "p"); ``train_log`` as its lines."""
         cell_dir = self.root / task / pair / method / f"seed{seed}"
         cell_dir.mkdir(parents=True)
         config = {
@@ -46,10 +48,13 @@ class StoreBuilder:
         n = len(next(iter(scores.values())))
         lines = []
         for i in range(n):
-            record = {"id": f"e{i}", **({"cluster": clusters[i]} if clusters else {}), "prediction": "p",
+            record = {"id": f"e{i}", **({"cluster": clusters[i]} if clusters else {}),
+                      "prediction": predictions[i] if predictions else "p",
                       "references": ["r"], **{metric: values[i] for metric, values in scores.items()}}
             lines.append(json.dumps(record) + "\n")
         (cell_dir / "predictions.jsonl").write_text("".join(lines), encoding="utf-8")
+        if train_log is not None:
+            (cell_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train_log), encoding="utf-8")
         run = {"wall_time_s": wall_time_s, "train": train, "peak_memory_mb": peak_memory_mb, **(run or {})}
         if any(value is not None for value in run.values()):
             _write_json(cell_dir / "run.json", {**{k: v for k, v in run.items() if v is not None}, "git_commit": "abc"})

@@ -1,6 +1,7 @@
 """leaderboard.html: self-contained, the Markdown's tables, sortable; rendered in headless Chromium when present."""
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -52,22 +53,30 @@ def page(tmp_path_factory) -> Path:
 def test_page_is_self_contained(page: Path) -> None:
     text = page.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
-    assert not re.search(r"""(src|href)\s*=|https?://|@import|url\(""", text)  # nothing fetched, no CDN
+    # Nothing fetched, no CDN: the only links are the score cells' links to their examples on the page.
+    assert not re.search(r"""src\s*=|href\s*=\s*"(?!#examples/)|https?://|@import|url\(""", text)
     assert text.count('<table class="sortable">') == 2 * 4 + 2  # two tasks of 4 tables, failed and skipped
     assert "<script>" in text and "<style>" in text
 
 
-def test_page_in_headless_chromium(page: Path, tmp_path: Path) -> None:
+def probe_page(page: Path, probe: str, tmp_path: Path) -> dict:
+    """Open ``page`` in headless Chromium with ``probe`` (a script that writes JSON into ``<pre id="probe">``) run
+    after the page's own scripts; returns that JSON. Skips when no Chromium is on PATH."""
     browser = next((found for name in BROWSERS if (found := shutil.which(name))), None)
     if browser is None:
         pytest.skip("no headless Chromium on PATH (Debian: apt-get install chromium)")
     probed = tmp_path / "probed.html"
-    probed.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    probed.write_text(page.read_text(encoding="utf-8").replace("</body>", probe + "</body>"), encoding="utf-8")
     dom = subprocess.run(
-        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", probed.as_uri()],
+        [browser, *CHROMIUM_FLAGS, "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'profile'}",
+         "--dump-dom", probed.as_uri()],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout
-    result = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1).replace("&quot;", '"'))
+    return json.loads(html.unescape(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1)))
+
+
+def test_page_in_headless_chromium(page: Path, tmp_path: Path) -> None:
+    result = probe_page(page, PROBE, tmp_path)
     assert result["header"] == ["method", "gemma-smollm", "qwen-smollm"]
     assert result["initial"] == ["teacher", "untrained", "sft", "mlot", "uld"]
     assert result["cells"][0] == "70.0 [70.0, 70.0]" and result["cells"][3].startswith("57.0 [")

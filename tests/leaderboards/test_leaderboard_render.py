@@ -244,8 +244,8 @@ def test_rendering_twice_is_byte_identical(store) -> None:
     first = {name: path.read_bytes() for name, path in render_leaderboards(store.root).items()}
     second = {name: path.read_bytes() for name, path in render_leaderboards(store.root).items()}
     assert first == second  # outputs written beside the cells must not be read back as results
-    assert sorted(first) == ["leaderboard.csv", "leaderboard.html", "leaderboard.md", "leaderboard.png", "summary.csv",
-                             "vs_sft.csv"]
+    assert sorted(first) == ["leaderboard.csv", "leaderboard.html", "leaderboard.md", "leaderboard.png",
+                             "leaderboard_curves.png", "summary.csv", "vs_sft.csv"]
 
 
 def test_out_dir_and_no_temporary_files_left(store, tmp_path) -> None:

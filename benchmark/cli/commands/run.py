@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import time
 from typing import Any, Sequence
@@ -89,6 +90,9 @@ def resolve_args(args: argparse.Namespace) -> Any:
         options = RunOptions(**{f.name: values[f.name] for f in dataclasses.fields(RunOptions)})
     except ConfigError as error:
         raise flag_error(error) from None
+    if options.log_with == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise UsageError("--log-with tensorboard: the tensorboard package is not installed; install the extra: "
+                         "pip install 'ctkd-bench[tensorboard]'")
     if options.workers not in (None, 1) and options.executor != "gpus":
         raise UsageError(f"--workers {options.workers}: more than one worker needs --executor gpus")
     if options.workers is not None and options.workers > (cores := os.cpu_count() or 1):

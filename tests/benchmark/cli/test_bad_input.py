@@ -8,6 +8,7 @@ Run cases are real runs, not dry runs (a case whose checks let it through would 
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -96,6 +97,10 @@ CASES = [
         expected="--student-shots 501: expected at most 500, the examples of the pubmedqa train split"),
     run("teacher-shots-negative", "--teacher-shots", "-1", expected="--teacher-shots -1: expected an integer >= 0"),
     run("workers-zero", "--workers", "0", expected="--workers 0: expected an integer > 0"),
+    *([run("log-with-tensorboard-not-installed", "--log-with", "tensorboard",
+           expected="--log-with tensorboard: the tensorboard package is not installed; install the extra: pip "
+                    "install 'ctkd-bench[tensorboard]'")] if importlib.util.find_spec("tensorboard") is None else []),
+    run("log-with-unknown", "--log-with", "wandb", expected="--log-with"),
     run("workers-without-gpus-executor", "--workers", "2", expected="--workers 2: more than one worker needs "
                                                                     "--executor gpus"),
     run("workers-over-cores", "--executor", "gpus", "--workers", "100000",
