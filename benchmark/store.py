@@ -11,6 +11,7 @@
         FAILED.json        instead of DONE: one-line reason and traceback
         LOCK               while a process runs the cell
         *.corrupt          the files of a damaged cell, kept aside when it was run again
+    <root>/<task>/inputs.jsonl   the question and context of each evaluated example, once per id (the example browser)
     <root>/skipped_pairs.json, <root>/leaderboard.* (rendered by ``leaderboards``)
 
 A cell is complete iff it holds ``DONE`` and its files are sound: each parses, ``config.json`` names this cell's
@@ -40,7 +41,9 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+
+from benchmark.core.build_lock import build_lock
 
 from benchmark.core.digest import digest
 from benchmark.core.files import (
@@ -104,8 +107,8 @@ class Cell:
     """One cell's directory and files."""
 
     def __init__(self, root: Path, key: CellKey) -> None:
-        self.key = key
-        self.dir = Path(root) / key.task / key.pair / key.method / f"seed{key.seed}"
+        self.key, self.root = key, Path(root)
+        self.dir = self.root / key.task / key.pair / key.method / f"seed{key.seed}"
 
     @classmethod
     def at(cls, cell_dir: str | Path) -> "Cell":
@@ -517,6 +520,28 @@ class Store:
 
     def cell(self, key: CellKey) -> Cell:
         return Cell(self.root, key)
+
+    def _inputs_file(self, task: str) -> Path:
+        return self.root / task / "inputs.jsonl"
+
+    def record_inputs(self, task: str, inputs: Iterable[dict[str, str]]) -> None:
+        """Add ``{"id", "question", "context"}`` records of evaluated examples to the task's inputs file, each id
+        once (kept apart from ``predictions.jsonl``, whose bytes a new field would change)."""
+        path = self._inputs_file(task)
+        with build_lock(path):
+            known = self.inputs(task)
+            new = [r for r in inputs if r["id"] not in known]
+            if new:
+                rows = [{"id": i, "question": q, "context": c} for i, (q, c) in known.items()] + new
+                write_jsonl(path, rows)
+
+    def inputs(self, task: str) -> dict[str, tuple[str, str]]:
+        """``id -> (question, context)`` of the task's recorded inputs; empty where none were recorded (older
+        stores); a damaged file is a :class:`StoreError` naming it."""
+        path = self._inputs_file(task)
+        if not path.exists():
+            return {}
+        return {str(r["id"]): (str(r.get("question", "")), str(r.get("context", ""))) for r in _read_jsonl(path)}
 
     @property
     def job_logs(self) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -31,8 +31,8 @@ class ExampleScores:
 
 @dataclass(frozen=True)
 class ExampleTexts:
-    """One cell's evaluation texts, in file order; ``questions`` and ``contexts`` are "" where the cell did not record
-    them (stores written before predictions carried the prompt's parts)."""
+    """One cell's evaluation texts, in file order; ``questions`` and ``contexts`` are "" where the store did not record
+    them (stores written before the task's ``inputs.jsonl``)."""
 
     predictions: tuple[str, ...]
     references: tuple[tuple[str, ...], ...]
@@ -40,10 +40,11 @@ class ExampleTexts:
     contexts: tuple[str, ...]
 
 
-def read_examples(root: Path, cell: CellRecord) -> tuple[ExampleScores, ExampleTexts]:
-    """The cell's ``predictions.jsonl``, read once; a missing file, a bad line or a missing metric is a
-    :class:`StoreError` naming the file and line (a complete cell must carry the scores its metrics were computed
-    from)."""
+def read_examples(root: Path, cell: CellRecord,
+                  inputs: Mapping[str, tuple[str, str]] | None = None) -> tuple[ExampleScores, ExampleTexts]:
+    """The cell's ``predictions.jsonl``, read once, with each example's ``(question, context)`` from ``inputs`` (the
+    task's recorded inputs); a missing file, a bad line or a missing metric is a :class:`StoreError` naming the file
+    and line (a complete cell must carry the scores its metrics were computed from)."""
     stored = _cell(root, cell)
     path = stored.dir / "predictions.jsonl"
     records = stored.predictions()
@@ -54,10 +55,11 @@ def read_examples(root: Path, cell: CellRecord) -> tuple[ExampleScores, ExampleT
     clusters = tuple(str(r["cluster"]) for r in records) if with_cluster else None
     lines = list(range(1, len(records) + 1))
     scores = ExampleScores(ids, clusters, {m: _values(records, m, path, lines) for m in sorted(cell.metrics)})
+    recorded = [(inputs or {}).get(i, ("", "")) for i in ids]
     texts = ExampleTexts(
         tuple(str(r.get("prediction", "")) for r in records),
         tuple(tuple(map(str, r["references"])) if isinstance(r.get("references"), list) else () for r in records),
-        tuple(str(r.get("question", "")) for r in records), tuple(str(r.get("context", "")) for r in records),
+        tuple(question for question, _ in recorded), tuple(context for _, context in recorded),
     )
     return scores, texts
 

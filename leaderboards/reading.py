@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from benchmark.store import CellKey, StoreScan, scan_store
+from benchmark.store import CellKey, Store, StoreScan, scan_store
 from leaderboards.curves import PairCurves, read_curves
 from leaderboards.examples import ExampleScores, ExampleTexts, read_examples
 
@@ -22,6 +22,7 @@ def read_store(runs_dir: str | os.PathLike[str]) -> StoreData:
     """Everything the leaderboards show from the store under ``runs_dir`` (a damaged ``predictions.jsonl`` is the
     :class:`~benchmark.store.StoreError` naming it; a damaged training log is a problem its curves name)."""
     scan = scan_store(runs_dir)
-    read = {cell.key: read_examples(scan.root, cell) for cell in scan.cells}
+    inputs = {task: Store(scan.root).inputs(task) for task in {cell.task for cell in scan.cells}}
+    read = {cell.key: read_examples(scan.root, cell, inputs[cell.task]) for cell in scan.cells}
     return StoreData(scan, {key: scores for key, (scores, _) in read.items()},
                      {key: texts for key, (_, texts) in read.items()}, read_curves(scan))

@@ -128,13 +128,12 @@ def _until_stop(tokens: list[int], stops: set[int]) -> list[int]:
 
 
 def prediction_record(task: Task, example: Example, prediction: str) -> dict[str, Any]:
-    """One line of ``predictions.jsonl``: the example's id and cluster, the prediction, its references, its
-    per-example metrics (the unit the leaderboard's resampling works on) and the question and context it answered
-    (what the leaderboard's example browser shows)."""
+    """One line of ``predictions.jsonl``: the example's id and cluster, the prediction, its references and its
+    per-example metrics (the unit the leaderboard's resampling works on). The question and context are the task's,
+    recorded once per task in the store (:meth:`benchmark.store.Store.record_inputs`)."""
     return {
         "id": example.id, "cluster": example.cluster_id, "prediction": prediction,
         "references": list(example.references), **task.score_one(prediction, example.references),
-        "question": example.question, "context": example.context,
     }
 
 

@@ -25,7 +25,7 @@ from benchmark.models.pair_cache import CachedPairResources
 from benchmark.run.context import TaskPairContext
 from benchmark.run.provenance import environment_info
 from benchmark.run.teacher import Teachers
-from benchmark.store import TEACHER, UNTRAINED, Cell
+from benchmark.store import TEACHER, UNTRAINED, Cell, Store
 from methods.base import Method
 from tasks.base import Example
 
@@ -109,6 +109,8 @@ class CellRecipe:
         facts["cpu_time_s"] = time.process_time() - cpu_started
         if distributed.is_main():  # 4. only the main process writes
             self.cell.finish(result.metrics, result.predictions, self._run_info(result, facts, wall, memory))
+            Store(self.cell.root).record_inputs(self.ctx.task.name, [
+                {"id": e.id, "question": e.question, "context": e.context} for e in self.ctx.test_set()])
             self.cell.remove_checkpoint()  # only now: a crash before DONE resumes from the final checkpoint
             if self.options.save_students and self.method is not None:
                 # The card is read from the finished cell's files (`run_bench.py export-student` rewrites it any time).

@@ -172,3 +172,14 @@ def test_a_disk_error_a_library_re_raised_is_named_as_one():
     assert failure_reason(ValueError("bad value\nsecond line")) == "ValueError: bad value"
     assert failure_reason(PermissionError(13, "Permission denied", "/x/run.json")) == (
         "PermissionError: Permission denied: '/x/run.json' (no permission: choose a writable --output or --cache-dir)")
+
+
+def test_a_tasks_inputs_are_recorded_once_per_id_beside_the_cells(tmp_path) -> None:
+    store = Store(tmp_path)
+    assert store.inputs("qed") == {}
+    store.record_inputs("qed", [{"id": "a", "question": "Who?", "context": "Once."}])
+    store.record_inputs("qed", [{"id": "a", "question": "changed", "context": ""},
+                                {"id": "b", "question": "Where?", "context": "There."}])
+    assert store.inputs("qed") == {"a": ("Who?", "Once."), "b": ("Where?", "There.")}
+    assert (tmp_path / "qed" / "inputs.jsonl").read_text().count("\n") == 2
+    assert list(store.cell_dirs()) == []  # the file is not a cell

@@ -9,6 +9,6 @@ def test_prediction_record_carries_the_cluster(tmp_path) -> None:
     alone = make_example("q7", "Text.", "What?", "Zürich")
     assert prediction_record(task, story, "fox") == {
         "id": "tale#3", "cluster": "tale", "prediction": "fox", "references": ["the fox", "a fox"],
-        "f1": 100.0, "exact_match": 100.0, "question": "Who?", "context": "Once.",
+        "f1": 100.0, "exact_match": 100.0,
     }
     assert prediction_record(task, alone, "Bern")["cluster"] == "q7"  # no shared source: its own cluster
