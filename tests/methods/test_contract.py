@@ -29,6 +29,7 @@ VARIANTS = {
     "gold": [{"merge": "observed"}, {"hybrid": True}],
     "alm": [{"append_space": False}],
     "eta-kl": [{"signal": "topk"}],
+    "xtoken": [{"loss": "gold"}, {"loss": "hkl", "recipe": "one-step"}],
 }
 CASES = [(name, {}) for name in METHODS.names()] + [(name, v) for name, variants in VARIANTS.items() for v in variants]
 
