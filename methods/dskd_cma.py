@@ -24,7 +24,13 @@ from torch import Tensor
 
 from methods.base import Method, MethodConfig
 from methods.batch import DistillBatch, TeacherOutputs, TokenView
-from methods.dual_space import s2t_kd_sum, scaled_by_std, t2s_sums
+from methods.dual_space import (
+    DualSpace,
+    check_dual_space_config,
+    s2t_kd_sum,
+    scaled_by_std,
+    t2s_sums,
+)
 from methods.model_parts import ModelWeights, OwnModules
 from methods.registry import METHODS
 
@@ -39,12 +45,7 @@ class DSKDCMAConfig(MethodConfig):
     mask_value: float = -1e5  # [code: attention mask value]
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.kd_rate <= 1.0:
-            raise ValueError(f"kd_rate must be in [0, 1], got {self.kd_rate}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.projector_lr <= 0:
-            raise ValueError(f"projector_lr must be > 0, got {self.projector_lr}")
+        check_dual_space_config(self.kd_rate, self.temperature, self.projector_lr)
 
 
 def answer_input_ids(view: TokenView) -> Tensor:
@@ -56,61 +57,40 @@ def answer_input_ids(view: TokenView) -> Tensor:
 
 
 @METHODS.register("dskd-cma")
-class DSKDCMA(Method):
+class DSKDCMA(DualSpace, Method):
     """Dual-space KD with cross-model attention between the two answers (module docstring)."""
 
     config_class = DSKDCMAConfig
-    teacher_needs = "hidden_states"
-    student_hidden_states = True
     config: DSKDCMAConfig
-
-    _weights: tuple[ModelWeights, ModelWeights] | None = None
     projectors: torch.nn.ModuleDict
 
     def build_modules(self, student: ModelWeights, teacher: ModelWeights | None) -> OwnModules:
-        if teacher is None:
-            raise ValueError(f"{self.name} needs the live teacher's embeddings and output head; got no teacher model")
-        d_s, d_t = student.hidden_size, teacher.hidden_size
-        self._weights = student, teacher
+        self.keep_weights(student, teacher)
+        d_s, d_t = student.hidden_size, teacher.hidden_size  # type: ignore[union-attr]
         self.projectors = torch.nn.ModuleDict({
             "query": torch.nn.Linear(2 * d_s, 2 * d_t), "t2s": torch.nn.Linear(d_t, d_s), "s2t": torch.nn.Linear(d_s, d_t),
         }).to(student.head.device)
         return OwnModules(self.projectors, self.config.projector_lr)
 
     def loss(self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor) -> dict[str, Tensor]:
-        if self._weights is None:
-            raise RuntimeError(f"{self.name}.build_modules(...) must run before the loss")
-        if teacher is None or teacher.logits is None or teacher.hidden_states is None or batch.student.hidden is None:
-            raise ValueError(f"{self.name} needs the live teacher's logits and hidden states and the student's hidden "
-                             "states (teacher_needs='hidden_states', student_hidden_states=True)")
-        cfg, (s_weights, t_weights), proj = self.config, self._weights, self.projectors
+        cfg, signals, proj = self.config, self.signals(batch, teacher), self.projectors
         s_view, t_view = batch.student, batch.teacher
         s_mask, t_mask = s_view.answer_token_mask(), t_view.answer_token_mask()
-        e_s, e_t = s_weights.embeddings.detach(), t_weights.embeddings.detach()
+        e_s, e_t = signals.student.embeddings.detach(), signals.teacher.embeddings.detach()
         s_index = torch.cat([e_s[answer_input_ids(s_view)], e_s[s_view.answer_ids]], -1)
         t_target = e_t[t_view.answer_ids]
         t_index = torch.cat([e_t[answer_input_ids(t_view)], t_target], -1)
-        t_hidden = t_view.gather_answer_rows(teacher.hidden_states.detach())
         query = proj["query"](s_index).float()
         key = scaled_by_std(t_index, t_mask).float()
-        value = proj["t2s"](scaled_by_std(t_hidden, t_mask) + scaled_by_std(t_target, t_mask)).float()
+        value = proj["t2s"](scaled_by_std(signals.teacher_hidden, t_mask) + scaled_by_std(t_target, t_mask)).float()
         scores = query @ key.transpose(1, 2) / math.sqrt(key.size(-1))
         both = s_mask.unsqueeze(2) & t_mask.unsqueeze(1)
         scores = scores + (~both).float() * cfg.mask_value
-        t2s_logits = (scores.softmax(-1) @ value) @ s_weights.head.detach().float().T
+        t2s_logits = (scores.softmax(-1) @ value) @ signals.student.head.detach().float().T
         z_s = s_view.gather_answer_rows(student_logits)
         t2s = t2s_sums(t2s_logits, z_s, s_view.answer_ids, s_mask, cfg.temperature)
-        s_hidden = proj["s2t"](s_view.gather_answer_rows(s_view.hidden)).float()
-        s2t_logits = (scores.transpose(1, 2).softmax(-1) @ s_hidden) @ t_weights.head.detach().float().T
-        s2t = s2t_kd_sum(s2t_logits, teacher.logits, t_mask, cfg.temperature)
+        s_values = proj["s2t"](signals.student_hidden).float()
+        s2t_logits = (scores.transpose(1, 2).softmax(-1) @ s_values) @ signals.teacher.head.detach().float().T
+        s2t = s2t_kd_sum(s2t_logits, signals.teacher_logits, t_mask, cfg.temperature)
         tokens = s_mask.sum().clamp_min(1)
-        kd = (t2s.ce + t2s.kd + s2t) / tokens
-        return {
-            "loss": (1 - cfg.kd_rate) * ce + cfg.kd_rate * kd,
-            "ce": ce.detach(),
-            "kd": kd.detach(),
-            "t2s_ce": (t2s.ce / tokens).detach(),
-            "t2s_kd": (t2s.kd / tokens).detach(),
-            "s2t_kd": (s2t / tokens).detach(),
-            "t2s_accuracy": (t2s.agreeing / tokens).detach().float(),
-        }
+        return self.terms(ce, cfg.kd_rate, t2s.ce / tokens, t2s.kd / tokens, s2t / tokens, t2s.agreeing / tokens)

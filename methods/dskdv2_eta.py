@@ -23,7 +23,14 @@ from torch import Tensor
 from methods.alignment import gather_rows
 from methods.base import MethodConfig
 from methods.batch import DistillBatch, TeacherOutputs
-from methods.dual_space import head_pinv, logit_preserving_map, s2t_kd_sum, t2s_sums
+from methods.dual_space import (
+    DualSpace,
+    check_dual_space_config,
+    head_pinv,
+    logit_preserving_map,
+    s2t_kd_sum,
+    t2s_sums,
+)
 from methods.model_parts import ModelWeights, OwnModules
 from methods.overlap import shared_vocabulary
 from methods.registry import METHODS
@@ -39,24 +46,15 @@ class DSKDv2ETAConfig(MethodConfig):
     projector_lr: float = 5e-4  # [code: run_dskdv2_eta.sh --projector-lr 5e-4]
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.kd_rate <= 1.0:
-            raise ValueError(f"kd_rate must be in [0, 1], got {self.kd_rate}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.projector_lr <= 0:
-            raise ValueError(f"projector_lr must be > 0, got {self.projector_lr}")
+        check_dual_space_config(self.kd_rate, self.temperature, self.projector_lr)
 
 
 @METHODS.register("dskdv2-eta")
-class DSKDv2ETA(ByteAlignedMethod):
+class DSKDv2ETA(DualSpace, ByteAlignedMethod):
     """Dual-space KD on exactly aligned answer tokens with pseudo-inverse projectors (module docstring)."""
 
     config_class = DSKDv2ETAConfig
-    teacher_needs = "hidden_states"
-    student_hidden_states = True
     config: DSKDv2ETAConfig
-
-    _weights: tuple[ModelWeights, ModelWeights] | None = None
     projectors: torch.nn.ModuleDict
 
     def prepare_pair(self, pair: TokenizerPair) -> None:
@@ -69,11 +67,10 @@ class DSKDv2ETA(ByteAlignedMethod):
         self._to_student[self._shared[1]] = self._shared[0]
 
     def build_modules(self, student: ModelWeights, teacher: ModelWeights | None) -> OwnModules:
-        if teacher is None:
-            raise ValueError(f"{self.name} needs the live teacher's output head; got no teacher model")
+        self.keep_weights(student, teacher)
+        assert teacher is not None
         device = student.head.device
         s_ids, t_ids = (ids.to(device) for ids in self._shared)
-        self._weights = student, teacher
         self._teacher_pinv = head_pinv(teacher.head.detach().to(device)[t_ids])
         t2s = torch.nn.Linear(teacher.hidden_size, student.hidden_size, bias=False, device=device)
         with torch.no_grad():
@@ -82,35 +79,20 @@ class DSKDv2ETA(ByteAlignedMethod):
         return OwnModules(self.projectors, self.config.projector_lr)
 
     def loss(self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor) -> dict[str, Tensor]:
-        if self._weights is None:
-            raise RuntimeError(f"{self.name}.build_modules(...) must run before the loss")
-        if teacher is None or teacher.logits is None or teacher.hidden_states is None or batch.student.hidden is None:
-            raise ValueError(f"{self.name} needs the live teacher's logits and hidden states and the student's hidden "
-                             "states (teacher_needs='hidden_states', student_hidden_states=True)")
-        cfg, (s_weights, t_weights) = self.config, self._weights
-        s_view, t_view = batch.student, batch.teacher
+        cfg, signals = self.config, self.signals(batch, teacher)
         alignment = self.pair.group(batch).exact_alignment()
-        z_t = alignment.teacher(teacher.logits.detach())  # [B, P, V_t]
+        z_t = alignment.teacher(signals.teacher_logits)  # [B, P, V_t]
         table = self._to_student.to(z_t.device)
         predicted = z_t.argmax(-1)  # head columns past the tokenizer's ids have no token
         label = torch.where(predicted < table.numel(), table[predicted.clamp_max(table.numel() - 1)], -1)
         used = alignment.mask & (label >= 0)
-        h_t = alignment.teacher(t_view.gather_answer_rows(teacher.hidden_states.detach()))
-        h_s = alignment.student(s_view.gather_answer_rows(s_view.hidden))
-        z_s = gather_rows(student_logits, alignment.student_rows(s_view))
-        s_head = s_weights.head.detach().float()
+        h_t, h_s = alignment.teacher(signals.teacher_hidden), alignment.student(signals.student_hidden)
+        z_s = gather_rows(student_logits, alignment.student_rows(batch.student))
+        s_head = signals.student.head.detach().float()
         t2s = t2s_sums(self.projectors["t2s"](h_t).float() @ s_head.T, z_s, label, used, cfg.temperature)
         p_s2t = logit_preserving_map(s_head[self._shared[0].to(s_head.device)], self._teacher_pinv)
-        s2t = s2t_kd_sum((h_s.float() @ p_s2t) @ t_weights.head.detach().float().T, z_t, used, cfg.temperature)
-        n_used = used.sum().clamp_min(1)
-        kd = t2s.ce / n_used + t2s.kd / t2s.agreeing.clamp_min(1) + s2t / n_used
-        return {
-            "loss": (1 - cfg.kd_rate) * ce + cfg.kd_rate * kd,
-            "ce": ce.detach(),
-            "kd": kd.detach(),
-            "t2s_ce": (t2s.ce / n_used).detach(),
-            "t2s_kd": (t2s.kd / t2s.agreeing.clamp_min(1)).detach(),
-            "s2t_kd": (s2t / n_used).detach(),
-            "t2s_accuracy": (t2s.agreeing / n_used).detach().float(),
-            "aligned_share": (used.sum() / s_view.answer_token_mask().sum().clamp_min(1)).detach().float(),
-        }
+        s2t = s2t_kd_sum((h_s.float() @ p_s2t) @ signals.teacher.head.detach().float().T, z_t, used, cfg.temperature)
+        n_used, agreeing = used.sum().clamp_min(1), t2s.agreeing.clamp_min(1)
+        terms = self.terms(ce, cfg.kd_rate, t2s.ce / n_used, t2s.kd / agreeing, s2t / n_used, t2s.agreeing / n_used)
+        terms["aligned_share"] = (used.sum() / batch.student.answer_token_mask().sum().clamp_min(1)).float()
+        return terms

@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from methods.batch import DistillBatch, TeacherOutputs
 from methods.divergences import forward_kl_rows
+from methods.model_parts import ModelWeights
 
 
 @dataclass(frozen=True)
@@ -67,3 +69,56 @@ def logit_preserving_map(from_head_on_shared: Tensor, to_head_pinv: Tensor) -> T
 def scaled_by_std(x: Tensor, mask: Tensor) -> Tensor:
     """``x / std(x)``, the standard deviation over every element of the rows in ``mask`` (DSKD's global std)."""
     return x / x[mask].float().std().clamp_min(1e-6).to(x.dtype)
+
+
+def check_dual_space_config(kd_rate: float, temperature: float, projector_lr: float) -> None:
+    """The checks both dual-space configs share (one-line errors naming the bad value)."""
+    if not 0.0 <= kd_rate <= 1.0:
+        raise ValueError(f"kd_rate must be in [0, 1], got {kd_rate}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if projector_lr <= 0:
+        raise ValueError(f"projector_lr must be > 0, got {projector_lr}")
+
+
+@dataclass(frozen=True)
+class DualSpaceSignals:
+    """What a dual-space loss reads besides the student's logits (teacher tensors detached)."""
+
+    student: ModelWeights
+    teacher: ModelWeights
+    teacher_logits: Tensor  # [B, A_t, V_t]
+    teacher_hidden: Tensor  # [B, A_t, d_t] at the teacher's answer rows
+    student_hidden: Tensor  # [B, A_s, d_s] at the student's answer rows
+
+
+class DualSpace:
+    """Mixed into both dual-space methods: they read hidden states on both sides, keep both models' weights from
+    ``build_modules``, and log the same terms."""
+
+    name: str
+    teacher_needs = "hidden_states"
+    student_hidden_states = True
+    _weights: tuple[ModelWeights, ModelWeights] | None = None
+
+    def keep_weights(self, student: ModelWeights, teacher: ModelWeights | None) -> None:
+        if teacher is None:
+            raise ValueError(f"{self.name} needs the live teacher's embeddings and output head; got no teacher model")
+        self._weights = student, teacher
+
+    def signals(self, batch: DistillBatch, teacher: TeacherOutputs | None) -> DualSpaceSignals:
+        if self._weights is None:
+            raise RuntimeError(f"{self.name}.build_modules(...) must run before the loss")
+        if teacher is None or teacher.logits is None or teacher.hidden_states is None or batch.student.hidden is None:
+            raise ValueError(f"{self.name} needs the live teacher's logits and hidden states and the student's hidden "
+                             "states (teacher_needs='hidden_states', student_hidden_states=True)")
+        return DualSpaceSignals(*self._weights, teacher.logits.detach(),
+                                batch.teacher.gather_answer_rows(teacher.hidden_states.detach()),
+                                batch.student.gather_answer_rows(batch.student.hidden))
+
+    @staticmethod
+    def terms(ce: Tensor, kd_rate: float, t2s_ce: Tensor, t2s_kd: Tensor, s2t_kd: Tensor, t2s_accuracy: Tensor) -> dict[str, Tensor]:
+        """``L = (1 − r)·CE + r·(t2s CE + t2s KD + s2t KD)`` and the logged terms (each already normalised)."""
+        kd = t2s_ce + t2s_kd + s2t_kd
+        logged = {"ce": ce, "kd": kd, "t2s_ce": t2s_ce, "t2s_kd": t2s_kd, "s2t_kd": s2t_kd, "t2s_accuracy": t2s_accuracy}
+        return {"loss": (1 - kd_rate) * ce + kd_rate * kd, **{k: v.detach().float() for k, v in logged.items()}}

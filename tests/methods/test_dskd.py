@@ -231,7 +231,7 @@ def test_dskdv2_eta_reference_covers_agreeing_and_dropped_pairs():
 def test_pseudo_inverse_projector_reproduces_the_teacher_logits_on_the_shared_vocabulary():
     """With |O| = 3 <= d_s = 4 the least-squares map is exact: P_t2s(h_t) read by the student head on O gives the
     teacher's logits on O."""
-    batch, _, teacher, s_w, t_w = eta_case(0, d_s=4, d_t=3)
+    _, _, teacher, s_w, t_w = eta_case(0, d_s=4, d_t=3)
     method = eta_method(s_w, t_w)
     h_t = teacher.hidden_states[0]
     projected = method.projectors["t2s"](h_t) @ s_w.head[S_SHARED].T
