@@ -58,7 +58,7 @@ def answer_input_ids(view: TokenView) -> Tensor:
 
 @METHODS.register("dskd-cma")
 class DSKDCMA(DualSpace, Method):
-    """Dual-space KD with cross-model attention between the two answers (module docstring)."""
+    """Dual-space KD with cross-model attention between the two answers (DSKD v1; spec §5, §17.6)."""
 
     config_class = DSKDCMAConfig
     config: DSKDCMAConfig

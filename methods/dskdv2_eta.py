@@ -51,7 +51,7 @@ class DSKDv2ETAConfig(MethodConfig):
 
 @METHODS.register("dskdv2-eta")
 class DSKDv2ETA(DualSpace, ByteAlignedMethod):
-    """Dual-space KD on exactly aligned answer tokens with pseudo-inverse projectors (module docstring)."""
+    """Dual-space KD on exactly aligned answer tokens with pseudo-inverse projectors (DSKDv2; spec §17)."""
 
     config_class = DSKDv2ETAConfig
     config: DSKDv2ETAConfig
@@ -90,6 +90,7 @@ class DSKDv2ETA(DualSpace, ByteAlignedMethod):
         z_s = gather_rows(student_logits, alignment.student_rows(batch.student))
         s_head = signals.student.head.detach().float()
         t2s = t2s_sums(self.projectors["t2s"](h_t).float() @ s_head.T, z_s, label, used, cfg.temperature)
+        self._teacher_pinv = self._teacher_pinv.to(s_head.device)  # built where the student was before training
         p_s2t = logit_preserving_map(s_head[self._shared[0].to(s_head.device)], self._teacher_pinv)
         s2t = s2t_kd_sum((h_s.float() @ p_s2t) @ signals.teacher.head.detach().float().T, z_t, used, cfg.temperature)
         n_used, agreeing = used.sum().clamp_min(1), t2s.agreeing.clamp_min(1)

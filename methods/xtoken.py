@@ -90,7 +90,7 @@ def projected_probs(student_probs: Tensor, projection: Projection, teacher_size:
 
 @METHODS.register("xtoken")
 class XToken(ByteAlignedMethod):
-    """X-Token's projected KL on byte-span chunks (module docstring)."""
+    """X-Token's projected KL on byte-span chunks (spec §18, §18.8)."""
 
     config_class = XTokenConfig
     teacher_needs = "full_logits"
