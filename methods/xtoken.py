@@ -75,17 +75,19 @@ def chunk_mean(side: SideGroups, values: Tensor) -> Tensor:
     return sums.scatter_add(1, index, kept) / counts.clamp_min(1).unsqueeze(-1)
 
 
-def projected_probs(student_probs: Tensor, projection: Projection, teacher_size: int) -> Tensor:
-    """``Wᵀ p`` for student distributions ``[..., V_s]`` -> ``[..., teacher_size]`` (W sparse; student ids past W's
-    rows project nowhere)."""
-    ids, weights = (torch.as_tensor(x, device=student_probs.device) for x in (projection.ids, projection.weights))
-    rows = torch.arange(ids.size(0), device=ids.device).unsqueeze(1).expand_as(ids)
-    keep = (ids >= 0) & (ids < teacher_size) & (rows < student_probs.size(-1))
-    w = torch.sparse_coo_tensor(torch.stack([ids[keep], rows[keep]]), weights[keep].float(),
-                                (teacher_size, student_probs.size(-1)),
-                                check_invariants=False).coalesce()
+def projection_operator(projection: Projection, student_size: int, teacher_size: int, device: torch.device) -> Tensor:
+    """Wᵀ as a sparse ``[teacher_size, student_size]`` matrix (entries outside either size dropped)."""
+    ids, weights = (torch.as_tensor(x, device=device) for x in (projection.ids, projection.weights))
+    rows = torch.arange(ids.size(0), device=device).unsqueeze(1).expand_as(ids)
+    keep = (ids >= 0) & (ids < teacher_size) & (rows < student_size)
+    return torch.sparse_coo_tensor(torch.stack([ids[keep], rows[keep]]), weights[keep].float(),
+                                   (teacher_size, student_size), check_invariants=False).coalesce()
+
+
+def projected_probs(student_probs: Tensor, operator: Tensor) -> Tensor:
+    """``Wᵀ p`` for student distributions ``[..., V_s]`` -> ``[..., V_t]`` (``operator``: :func:`projection_operator`)."""
     flat = student_probs.reshape(-1, student_probs.size(-1)).float()
-    return torch.sparse.mm(w, flat.T).T.reshape(*student_probs.shape[:-1], teacher_size)
+    return torch.sparse.mm(operator, flat.T).T.reshape(*student_probs.shape[:-1], operator.size(0))
 
 
 @METHODS.register("xtoken")
@@ -103,7 +105,7 @@ class XToken(ByteAlignedMethod):
 
     def set_projection(self, projection: Projection) -> None:
         """Use ``projection`` as W (``prepare`` reads it from the pair cache; tests hand-build one)."""
-        self.projection = projection
+        self.projection, self._operator_key = projection, None
         if self.config.loss != "pkl":
             s, t = projection.exact_pairs(COMMON_THRESHOLD[self.config.loss])
             if not len(s):
@@ -137,7 +139,7 @@ class XToken(ByteAlignedMethod):
         """KL_c per chunk ``[B, G]`` and whether its two argmaxes agree."""
         importance = torch.where(t_mask.unsqueeze(-1), z_t, -torch.inf).flatten(0, 1).amax(0)
         top = importance.topk(min(self.config.vocab_topk, importance.numel())).indices
-        projected = projected_probs(z_s.softmax(-1), self.projection, z_t.size(-1))[..., top]
+        projected = projected_probs(z_s.softmax(-1), self._operator(z_s.size(-1), z_t.size(-1), z_s.device))[..., top]
         s_chunk = chunk_mean(s_side, projected)
         s_log = (s_chunk / s_chunk.sum(-1, keepdim=True).clamp_min(1e-30) + 1e-10).log()
         a_log = chunk_mean(t_side, z_t[..., top].log_softmax(-1))
@@ -146,6 +148,13 @@ class XToken(ByteAlignedMethod):
         else:
             per_chunk = (a_log.exp() * (a_log - s_log)).sum(-1)
         return per_chunk, s_log.argmax(-1) == a_log.argmax(-1)
+
+    def _operator(self, student_size: int, teacher_size: int, device: torch.device) -> Tensor:
+        """Wᵀ for these sizes and device, built once (rebuilding the sparse matrix every step costs as much as the loss)."""
+        key = (student_size, teacher_size, device)
+        if getattr(self, "_operator_key", None) != key:
+            self._operator_key, self._operator_cache = key, projection_operator(self.projection, *key)
+        return self._operator_cache
 
     def _common_and_sorted(self, s_side: SideGroups, t_side: SideGroups, z_s: Tensor, z_t: Tensor) -> Tensor:
         """KL on the common pairs plus the sorted L1 of the uncommon rest, per chunk ``[B, G]`` (§18.4)."""

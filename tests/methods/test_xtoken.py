@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from methods.projection_matrix import Projection, build_projection
-from methods.xtoken import XToken, XTokenConfig, projected_probs
+from methods.xtoken import XToken, XTokenConfig, projected_probs, projection_operator
 from tests.methods.helpers import eos_vocab, make_batch, prepared, run_loss
 
 D = torch.float64
@@ -96,7 +96,7 @@ def test_a_hand_built_3x3_projection():
     w = projection({0: {0: 0.5, 2: 0.5}, 1: {1: 1.0}, 2: {0: 0.25, 1: 0.75}}, 3)
     p = torch.tensor([[0.2, 0.3, 0.5]])
     expected = [0.2 * 0.5 + 0.5 * 0.25, 0.3 + 0.5 * 0.75, 0.2 * 0.5]
-    assert projected_probs(p, w, 3)[0].tolist() == pytest.approx(expected)
+    assert projected_probs(p, projection_operator(w, 3, 3, p.device))[0].tolist() == pytest.approx(expected)
 
 
 def test_identical_models_give_zero_kd():
