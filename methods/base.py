@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal, Mapping
 from torch import Tensor
 
 from methods.batch import DistillBatch, TeacherOutputs
+from methods.model_parts import ModelWeights, OwnModules
 from methods.resources import PairResources
 
 TeacherNeeds = Literal["none", "text", "topk_logits", "full_logits", "hidden_states"]
@@ -84,6 +85,8 @@ class Method:
     sampling: ClassVar[Sampling] = Sampling()
     # True when the method is only defined for pairs that share one tokenizer (e.g. token-level KL).
     same_tokenizer_only: ClassVar[bool] = False
+    # True when the loss reads the student's last hidden state at its answer rows (``batch.student.hidden``).
+    student_hidden_states: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -92,6 +95,12 @@ class Method:
 
     def prepare(self, resources: PairResources) -> None:
         """Set up tokenizer-dependent state before training (default: nothing)."""
+
+    def build_modules(self, student: ModelWeights, teacher: ModelWeights | None) -> OwnModules | None:
+        """The trainable modules this method owns (projectors), built after :meth:`prepare` from both models'
+        weights (``teacher`` is None without a live teacher); the harness trains them with the student. Default:
+        none."""
+        return None
 
     def loss(
         self,

@@ -33,6 +33,9 @@ class TokenView:
     answer_mask: Tensor  # [B, A] bool, answer tokens that carry text (EOS excluded)
     answer_offsets: Tensor  # [B, A, 2] long, char offsets inside the answer string, -1 where masked
     answer_tokens: list[list[str]] = field(default_factory=list)  # token strings per example, for string-based aligners
+    # [B, R, H] the model's last hidden state at the rows ``answer_rows`` indexes (set by the harness for a method
+    # with ``student_hidden_states``; read it through ``gather_answer_rows``)
+    hidden: Tensor | None = None
 
     def gather_answer_rows(self, logits: Tensor) -> Tensor:
         """``[B, L, V]`` logits -> ``[B, A, V]`` rows predicting the answer tokens (masked rows hold row 0)."""

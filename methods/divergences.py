@@ -13,12 +13,17 @@ def forward_kl(target_logits: Tensor, student_logits: Tensor, mask: Tensor, temp
     ``target_logits`` and ``student_logits`` are ``[..., V]`` over the same vocabulary; ``mask`` is ``[...]``.
     Rows outside the mask contribute nothing (their values may be anything finite or not).
     """
-    target_logp = torch.log_softmax(target_logits.float() / temperature, dim=-1)
-    student_logp = torch.log_softmax(student_logits.float() / temperature, dim=-1)
-    per_row = (target_logp.exp() * (target_logp - student_logp)).sum(-1)
+    per_row = forward_kl_rows(target_logits, student_logits, temperature)
     mask = mask.bool()
     per_row = torch.where(mask, per_row, torch.zeros_like(per_row))
     return per_row.sum() / mask.sum().clamp(min=1)
+
+
+def forward_kl_rows(target_logits: Tensor, student_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """``[..., V] -> [...]``: KL(softmax(target/τ) ‖ softmax(student/τ)) of every row, in fp32, no τ² factor."""
+    target_logp = torch.log_softmax(target_logits.float() / temperature, dim=-1)
+    student_logp = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    return (target_logp.exp() * (target_logp - student_logp)).sum(-1)
 
 
 def generalized_jsd(target_log: Tensor, student_log: Tensor, beta: float) -> Tensor:

@@ -14,6 +14,7 @@ METHODS: Registry[type[Method]] = Registry("method", name_attribute="name")
 # Modules whose import registers the built-in methods (each decorates its class with @METHODS.register).
 BUILTIN_METHOD_MODULES = (
     "methods.baselines", "methods.uld", "methods.mined", "methods.mlot", "methods.gold", "methods.alm", "methods.eta_kl",
+    "methods.dskd_cma", "methods.dskdv2_eta", "methods.xtoken",
 )
 ENTRY_POINT_GROUP = "ctkd_bench.methods"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from methods.projection_matrix import Projection, build_projection
 from methods.token_text import VocabInfo
 from methods.vocab_map import VocabMap, build_vocab_map
 
@@ -27,3 +28,8 @@ class PairResources:
     def vocab_map(self) -> VocabMap:
         """Teacher id -> student id by minimum edit distance (MinED; :func:`methods.vocab_map.build_vocab_map`)."""
         return build_vocab_map(self.teacher_vocab(), self.student_vocab())
+
+    def projection(self, recipe: str) -> Projection:
+        """X-Token's student -> teacher projection matrix by ``recipe``
+        (:func:`methods.projection_matrix.build_projection`)."""
+        return build_projection(self.student_tokenizer, self.teacher_tokenizer, recipe)

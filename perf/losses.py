@@ -24,6 +24,10 @@ Run from the repository root::
    full sort of TRL: the top-k + tail form is its lower bound); ``alm`` and ``eta-kl`` from live logits and from the
    cache (``alm`` exact; ``eta-kl signal=topk`` a lower bound of the live KL). Median forward+backward time, and its
    share of the student model's.
+4. The projection family on the same synthetic pair (cost only): ``dskd-cma`` and ``dskdv2-eta`` with random hidden
+   states, embeddings and heads (teacher hidden size 896, Qwen2.5-0.5B), and ``xtoken`` (P-KL and gold) with the
+   exact-map projection of the pair; forward+backward time (projectors included) and its share of the student's.
+   Their values are checked against float64 references in ``tests/methods/test_dskd.py`` and ``test_xtoken.py``.
 
 Published shapes: batch 2, 128 student answer tokens (120 on the teacher side, a different tokenizer; the second
 sample 3 tokens shorter on both sides), student vocabulary 49,152 (SmolLM2), teacher vocabulary 151,936 (Qwen2.5).
@@ -55,13 +59,18 @@ from torch import Tensor
 from benchmark.engine.memory import PeakMemory
 from methods.alm import ALM
 from methods.batch import DistillBatch, TeacherOutputs, TokenView, log_normalisers
+from methods.dskd_cma import DSKDCMA
+from methods.dskdv2_eta import DSKDv2ETA
 from methods.eta_kl import EtaKL, EtaKLConfig
 from methods.gold import GOLD, GOLDConfig
 from methods.mlot import MLOT, MLOTConfig, MLOTOfficial, MLOTOfficialConfig
+from methods.model_parts import ModelWeights
+from methods.projection_matrix import Projection
 from methods.spans import TokenizerPair
 from methods.token_text import VocabInfo
 from methods.uld import ULD, ULDConfig
 from methods.vocab_subsets import teacher_subset
+from methods.xtoken import XToken, XTokenConfig
 
 Terms = dict[str, Tensor]
 Run = Callable[[Tensor], Terms]
@@ -86,6 +95,7 @@ class Shapes:
 FULL = Shapes(2, 16, 128, 120, 49_152, 151_936, hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536)
 QUICK = Shapes(2, 4, 12, 10, 512, 1024, hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128)
 CACHE_K = 100  # the default teacher-cache k
+TEACHER_HIDDEN = 896  # Qwen2.5-0.5B, for the projection family's teacher side
 CACHE_TEMPERATURES = (2.0,)  # besides 1: the teacher_temperatures of the variants below
 
 
@@ -474,6 +484,41 @@ def aligned_rows(shapes: Shapes, inputs: Inputs, pair: TokenizerPair, repeats: i
     return rows
 
 
+def projection_rows(shapes: Shapes, inputs: Inputs, pair: TokenizerPair, repeats: int,
+                    student_seconds: float) -> list[tuple[str, ...]]:
+    """One line per projection-family loss (module docstring, 4.): time and share of the student's step."""
+    generator = torch.Generator().manual_seed(2)
+    device = inputs.student_logits.device
+
+    def randn(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=generator).to(device)
+
+    batch = inputs.batch
+    batch = replace(batch, student=replace(batch.student, hidden=randn(*batch.student.input_ids.shape, shapes.hidden)))
+    live = replace(inputs.live, hidden_states=randn(*batch.teacher.input_ids.shape, TEACHER_HIDDEN))
+    student = ModelWeights(randn(shapes.student_vocab, shapes.hidden), randn(shapes.student_vocab, shapes.hidden) / 24)
+    teacher = ModelWeights(randn(shapes.teacher_vocab, TEACHER_HIDDEN), randn(shapes.teacher_vocab, TEACHER_HIDDEN) / 30)
+    exact = torch.full((shapes.student_vocab, 4), -1, dtype=torch.long)
+    exact[:, 0] = torch.arange(shapes.student_vocab)  # the teacher's first ids are the student's tokens
+    weights = torch.zeros(exact.shape)
+    weights[:, 0] = 1.0
+    methods = {"dskd-cma": DSKDCMA(), "dskdv2-eta": DSKDv2ETA(), "xtoken": XToken(),
+               "xtoken loss=gold": XToken(XTokenConfig(loss="gold"))}
+    rows = []
+    for name, method in methods.items():
+        if isinstance(method, XToken):
+            method.prepare_pair(pair)
+            method.set_projection(Projection(exact.numpy(), weights.numpy()))
+        else:
+            if isinstance(method, DSKDv2ETA):
+                method.prepare_pair(pair)
+            method.build_modules(student, teacher)
+        run: Run = lambda z, m=method: m.loss(batch, z, live, inputs.ce)  # noqa: E731
+        seconds = timed(run, inputs.student_logits, repeats)
+        rows.append((name, f"{1000 * seconds:.1f}", f"{100 * seconds / student_seconds:.1f}%"))
+    return rows
+
+
 # --- report --------------------------------------------------------------------------------------------------------
 
 
@@ -560,6 +605,9 @@ def main() -> None:
     aligned, pair = aligned_inputs(shapes, "peaked", device)
     print_rows(("loss", "teacher", "term", "ours", "reference", "ref value", "rel diff", "ms", "share of student"),
                aligned_rows(shapes, aligned, pair, args.repeats, seconds["student model"]))
+    print("\nProjection-family losses on the same pair (live teacher with hidden states; module docstring, 4.)")
+    print_rows(("loss", "ms", "share of student"),
+               projection_rows(shapes, aligned, pair, args.repeats, seconds["student model"]))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ the others then find them complete. Without a GPU the ranks are CPU processes on
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 from accelerate import PartialState
@@ -75,3 +75,16 @@ def sum_over_processes(values: Sequence[float]) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=state().device)
     torch.distributed.all_reduce(tensor)
     return tensor.tolist()
+
+
+def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
+    """Average the parameters' gradients over the processes in place, as DDP does for the model it wraps (for
+    parameters outside it: a method's own projectors). A parameter without a gradient counts as zero."""
+    count = processes()
+    if count == 1:
+        return
+    for parameter in parameters:
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+        torch.distributed.all_reduce(parameter.grad)
+        parameter.grad /= count

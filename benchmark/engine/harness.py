@@ -18,7 +18,7 @@ import math
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -30,11 +30,12 @@ from tqdm.auto import tqdm
 
 from benchmark.config import TrainSettings
 from benchmark.engine.collate import PairCollator
-from benchmark.engine.distributed import sum_over_processes
+from benchmark.engine.distributed import average_gradients, sum_over_processes
 from benchmark.engine.on_policy import OnPolicyBatches, check_on_policy_teacher
 from benchmark.engine.precision import precision
 from methods.base import Method
 from methods.batch import DistillBatch, TeacherOutputs, TokenView
+from methods.model_parts import ModelWeights, OwnModules
 from tasks.base import Example
 
 
@@ -74,6 +75,8 @@ class TrainStats:
     tokens_per_s: float
     resumed_from_step: int
     data_parallel: dict[str, int]  # the step's shape (DataParallelShape), recorded in run.json
+    # trainable parameters: the student's and the method's own modules' (projectors), recorded in run.json
+    trainable_parameters: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,10 @@ def _micro_batches(items: list[int], batch_size: int) -> list[list[int]]:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainSettings, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "onecycle":
-        # methods-spec §1.2.8: OneCycleLR(max_lr=lr, pct_start 0.1, div_factor 2, final_div_factor 5).
+        # methods-spec §1.2.8: OneCycleLR(max_lr=lr, pct_start 0.1, div_factor 2, final_div_factor 5); a method's
+        # own modules (a second parameter group) peak at their own rate.
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.learning_rate, total_steps=max(total_steps, 2), pct_start=cfg.warmup_ratio,
+            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=max(total_steps, 2), pct_start=cfg.warmup_ratio,
             div_factor=2.0, final_div_factor=5.0,
         )
     warmup = int(total_steps * cfg.warmup_ratio)
@@ -147,26 +151,32 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainSettings, total_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def answer_row_forward(model: Any, batch: DistillBatch) -> tuple[torch.Tensor, DistillBatch]:
+def answer_row_forward(model: Any, batch: DistillBatch, hidden: bool = False) -> tuple[torch.Tensor, DistillBatch]:
     """The student's logits at the rows that predict answer tokens only, and the batch re-indexed to them.
 
     The output head (49k-152k columns) over every prompt position costs a third of a small student's step on a CPU
     and most of its activation memory, while cross-entropy and every KD loss read answer rows only. The model
     computes its head on the sorted union of the batch's answer rows (``logits_to_keep``); the returned student
     view's ``answer_rows`` index into that union, so a method reading logits through ``gather_answer_rows`` /
-    ``answer_rows`` sees exactly the values it would see in the full ``[B, L, V]`` logits.
+    ``answer_rows`` sees exactly the values it would see in the full ``[B, L, V]`` logits. With ``hidden``, the
+    returned view also holds the last hidden state at the same rows (``TokenView.hidden``).
     """
     view = batch.student
     answer_tokens = view.answer_token_mask()
     positions = torch.unique(view.answer_rows[answer_tokens])  # sorted
-    inputs = {"input_ids": view.input_ids, "attention_mask": view.attention_mask}
+    inputs: dict[str, Any] = {"input_ids": view.input_ids, "attention_mask": view.attention_mask}
+    if hidden:
+        inputs["output_hidden_states"] = True
     if "logits_to_keep" in inspect.signature(getattr(model, "module", model).forward).parameters:
-        logits = model(**inputs, logits_to_keep=positions).logits
+        outputs = model(**inputs, logits_to_keep=positions)
+        logits = outputs.logits
     else:  # models without the argument: full logits, then the same rows
-        logits = model(**inputs).logits[:, positions]
+        outputs = model(**inputs)
+        logits = outputs.logits[:, positions]
     rows = torch.searchsorted(positions, view.answer_rows)
     rows = torch.where(answer_tokens, rows, torch.zeros_like(rows))
-    return logits, replace(batch, student=replace(view, answer_rows=rows))
+    last_hidden = outputs.hidden_states[-1][:, positions] if hidden else None
+    return logits, replace(batch, student=replace(view, answer_rows=rows, hidden=last_hidden))
 
 
 def answer_ce_sum(logits: torch.Tensor, view: TokenView) -> torch.Tensor:
@@ -183,11 +193,14 @@ class Checkpoint:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
 
-    def save(self, model: Any, optimizer: Any, scheduler: Any, step: int) -> None:
+    def save(self, model: Any, optimizer: Any, scheduler: Any, step: int, own: torch.nn.Module | None = None) -> None:
+        """``own``: the method's own modules (projectors), saved beside the student."""
         tmp = self.dir.with_name("checkpoint.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_model(model, str(tmp / "student.safetensors"))  # handles tied embeddings
+        if own is not None:
+            save_model(own, str(tmp / "method.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step}))
         old = self.dir.with_name("checkpoint.old")
@@ -197,11 +210,13 @@ class Checkpoint:
         tmp.rename(self.dir)
         shutil.rmtree(old, ignore_errors=True)
 
-    def load(self, model: Any, optimizer: Any, scheduler: Any) -> int:
+    def load(self, model: Any, optimizer: Any, scheduler: Any, own: torch.nn.Module | None = None) -> int:
         """Restore into the given objects; returns the step reached (0 when there is no checkpoint)."""
         if not (self.dir / "state.json").exists():
             return 0
         load_model(model, str(self.dir / "student.safetensors"), strict=True)
+        if own is not None:
+            load_model(own, str(self.dir / "method.safetensors"), strict=True)
         optim_state = torch.load(self.dir / "optim.pt", weights_only=False)
         optimizer.load_state_dict(optim_state["optimizer"])
         scheduler.load_state_dict(optim_state["scheduler"])
@@ -251,11 +266,16 @@ def train(
     writer = accelerator.is_main_process or not data_parallel
     total = sum_over_processes if processes > 1 else list
     student.train()
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    own = method.build_modules(model_weights(student), _teacher_weights(teacher))
+    own_module = own.module.to(accelerator.device) if own is not None else None
+    optimizer = make_optimizer(student, own, cfg)
     plan = micro_batch_plan(len(examples), cfg, seed, processes, rank)
     scheduler = make_scheduler(optimizer, cfg, len(plan))
     checkpoint = Checkpoint(checkpoint_dir)
-    start_step = checkpoint.load(student, optimizer, scheduler)  # every process reads the same checkpoint
+    start_step = checkpoint.load(student, optimizer, scheduler, own_module)  # every process reads the same checkpoint
+    trained = list(student.parameters()) + (list(own_module.parameters()) if own_module is not None else [])
+    counts_of = {"student": sum(p.numel() for p in student.parameters() if p.requires_grad),
+                 "method": sum(p.numel() for p in own_module.parameters()) if own_module is not None else 0}
     if data_parallel:
         student, optimizer = accelerator.prepare(student, optimizer)
     else:
@@ -294,7 +314,7 @@ def train(
             # different numbers of micro-batches).
             with nullcontext() if micro == len(batches) - 1 else accelerator.no_sync(student):
                 with accelerator.autocast():
-                    logits, batch = answer_row_forward(student, batch)
+                    logits, batch = answer_row_forward(student, batch, method.student_hidden_states)
                 # Scaled so that the mean over the step's micro-batches equals the token-mean CE of the whole step.
                 ce = answer_ce_sum(logits, batch.student) * share.step_micro_batches / max(step_tokens, 1)
                 terms = method.loss(batch, logits, teacher_out, ce)
@@ -306,7 +326,10 @@ def train(
         logged = dict(zip(names, total([sums[name] for name in names])))
         if not math.isfinite(logged["loss"]):  # the same verdict on every process: they stop together
             raise FloatingPointError(f"non-finite loss at step {step + 1}: {logged}")
-        grad_norm = accelerator.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
+        if own_module is not None and processes > 1:  # the student's gradients were averaged by DDP; these are not in it
+            average_gradients(own_module.parameters())
+        grad_norm = accelerator.clip_grad_norm_(trained if own_module is not None else student.parameters(),
+                                                cfg.max_grad_norm)
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler then moves to the next)
         optimizer.step()
         scheduler.step()
@@ -324,13 +347,34 @@ def train(
             bar.set_postfix(loss=f"{logged['loss']:.4f}", tok_s=f"{tokens_seen * processes / max(elapsed, 1e-9):.0f}")
             bar.update(1)
             if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == len(plan):
-                checkpoint.save(accelerator.unwrap_model(student), optimizer, scheduler, done)
+                checkpoint.save(accelerator.unwrap_model(student), optimizer, scheduler, done, own_module)
     bar.close()
     if tracked and writer:
         accelerator.end_training()
     wall = time.perf_counter() - started
     tokens = int(total([tokens_seen])[0])
-    return TrainStats(len(plan), wall, tokens, tokens / max(wall, 1e-9), start_step, asdict(shape))
+    return TrainStats(len(plan), wall, tokens, tokens / max(wall, 1e-9), start_step, asdict(shape), counts_of)
+
+
+def model_weights(model: Any) -> ModelWeights:
+    """A model's input embedding and output head weights (the live parameters) for ``Method.build_modules``."""
+    model = getattr(model, "module", model)
+    return ModelWeights(model.get_input_embeddings().weight, model.get_output_embeddings().weight)
+
+
+def _teacher_weights(teacher: TeacherSource | None) -> ModelWeights | None:
+    """The live teacher's weights; None for a cached signal (which has no model)."""
+    model = getattr(teacher, "model", None)
+    return model_weights(model) if model is not None else None
+
+
+def make_optimizer(student: Any, own: OwnModules | None, cfg: TrainSettings) -> torch.optim.Optimizer:
+    """AdamW over the student, and over the method's own modules as a second group at their own learning rate."""
+    if own is None:
+        return torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    groups = [{"params": list(student.parameters())},
+              {"params": list(own.module.parameters()), "lr": own.learning_rate}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
 def _truncate_log(path: Path, keep_steps: int) -> None:

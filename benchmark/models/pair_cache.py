@@ -32,6 +32,7 @@ from methods.overlap import (
     span_round_trip,
     vocabulary_overlap,
 )
+from methods.projection_matrix import Projection, build_projection
 from methods.resources import PairResources
 from methods.token_text import VocabInfo
 from methods.vocab_map import MAP_VERSION, VocabMap, build_vocab_map
@@ -43,6 +44,45 @@ class CachedPairResources(PairResources):
 
     def vocab_map(self) -> VocabMap:
         return cached_vocab_map(self.teacher_vocab(), self.student_vocab(), Path(self.cache_dir) / "pairs")
+
+    def projection(self, recipe: str) -> Projection:
+        return cached_projection(self.student_tokenizer, self.teacher_tokenizer, recipe, Path(self.cache_dir) / "pairs")
+
+
+PROJECTION_VERSION = 1  # bump when methods.projection_matrix changes what it builds
+
+
+def cached_projection(student: Any, teacher: Any, recipe: str, directory: Path) -> Projection:
+    """X-Token's projection matrix for this pair and recipe, keyed by both tokenizers' fingerprints: loaded when a
+    complete entry is there, else built (by one process; the others wait for it) and stored as one ``.npz``."""
+    keys = {"kind": "xtoken-projection", "version": PROJECTION_VERSION, "recipe": recipe,
+            "student": VocabInfo.from_tokenizer(student).fingerprint(),
+            "teacher": VocabInfo.from_tokenizer(teacher).fingerprint()}
+    path = directory / f"{digest(keys, short=True)}.npz"
+
+    def load() -> Projection | None:
+        try:
+            manifest, data = json.loads(path.with_suffix(".json").read_text()), path.read_bytes()
+        except (OSError, ValueError):
+            return None
+        if manifest.get("key") != keys or manifest.get("sha256") != digest(data):
+            return None
+        arrays = np.load(io.BytesIO(data), allow_pickle=False)
+        return Projection(arrays["ids"], arrays["weights"])
+
+    cached = load()
+    if cached is not None:
+        return cached
+    with build_lock(path):
+        cached = load()
+        if cached is not None:
+            return cached
+        projection = build_projection(student, teacher, recipe)
+        buffer = io.BytesIO()
+        np.savez(buffer, ids=projection.ids, weights=projection.weights)
+        write_atomic(path, buffer.getvalue())
+        write_atomic(path.with_suffix(".json"), json.dumps({"key": keys, "sha256": digest(buffer.getvalue())}))
+    return projection
 
 
 def cached_vocab_map(teacher: VocabInfo, student: VocabInfo, directory: Path) -> VocabMap:

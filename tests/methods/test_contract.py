@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmark.engine.collate import PairCollator, ViewEncoder
-from benchmark.engine.harness import answer_ce_sum, answer_row_forward
+from benchmark.engine.harness import answer_ce_sum, answer_row_forward, model_weights
 from benchmark.engine.on_policy import sample_answers
 from benchmark.engine.prompting import PromptFormat
 from benchmark.models.loading import build_tiny
@@ -29,6 +29,7 @@ VARIANTS = {
     "gold": [{"merge": "observed"}, {"hybrid": True}],
     "alm": [{"append_space": False}],
     "eta-kl": [{"signal": "topk"}],
+    "xtoken": [{"loss": "gold"}, {"loss": "hkl", "recipe": "one-step"}],
 }
 CASES = [(name, {}) for name in METHODS.names()] + [(name, v) for name, variants in VARIANTS.items() for v in variants]
 
@@ -115,7 +116,9 @@ def train_two_steps(method, teacher_pair, student_pair, map_cache, tmp_path):
     )
     method.prepare(CachedPairResources(student_tok, teacher_tok, map_cache))
     live = LiveTeacher(teacher, hidden_states=method.teacher_needs == "hidden_states")
-    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    own = method.build_modules(model_weights(student), model_weights(teacher))
+    own_parameters = list(own.module.parameters()) if own is not None else []
+    optimizer = torch.optim.AdamW(list(student.parameters()) + own_parameters, lr=1e-3)
     student.train()
     cache = (topk_cache(method, live, collator, pool, student_tok, teacher_tok, tmp_path / "cache")
              if method.teacher_needs == "topk_logits" else None)
@@ -131,7 +134,7 @@ def train_two_steps(method, teacher_pair, student_pair, map_cache, tmp_path):
             # step 0 live, step 1 from the cache for a cached method
             outputs = cache.outputs(batch) if cache is not None and step == 1 else live.outputs(batch)
             outputs, leaves = requiring_grad(outputs)
-        logits, batch = answer_row_forward(student, batch)  # the harness's own forward
+        logits, batch = answer_row_forward(student, batch, method.student_hidden_states)  # the harness's forward
         ce = answer_ce_sum(logits, batch.student) / (batch.student.labels != -100).sum()
         terms = method.loss(batch, logits, outputs, ce)
         assert terms["loss"].dim() == 0 and torch.isfinite(terms["loss"])
@@ -141,6 +144,10 @@ def train_two_steps(method, teacher_pair, student_pair, map_cache, tmp_path):
         grads = [p.grad for p in student.parameters() if p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads)
         assert sum(float(g.abs().sum()) for g in grads) > 0
+        # a method's own modules (projectors) train too: every parameter gets a finite gradient, not all zero
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in own_parameters)
+        assert not own_parameters or sum(float(p.grad.abs().sum()) for p in own_parameters) > 0
+        assert all(not p.requires_grad for p in teacher.parameters())
         assert all(leaf.grad is None for leaf in leaves), f"{method.name} sent gradient into the teacher's outputs"
         assert all(not v.requires_grad for key, v in terms.items() if key != "loss")  # logged terms are detached
         optimizer.step()

@@ -78,6 +78,25 @@ def test_two_cpu_processes_match_one_process_with_the_same_effective_batch(tmp_p
     assert sorted(p.name for p in (two / CELL).iterdir()) == sorted(p.name for p in (one / CELL).iterdir())
 
 
+@pytest.mark.slow
+@needs_data
+def test_a_method_with_its_own_projectors_trains_alike_on_two_processes(tmp_path):
+    """dskdv2-eta's projector is outside the DDP-wrapped student: the harness averages its gradients itself, so the
+    two-process log (loss, every term, the clipped norm over student and projector) is the one-process log."""
+    cell = f"qed/{TINY}/dskdv2-eta/seed1"
+    args = ["--methods", "dskdv2-eta", *ARGS[2:], "--cells", cell]
+    launched = launch_two_processes(*args, "--output", str(tmp_path / "two"))
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    single = run_one_process(*args, "--output", str(tmp_path / "one"))
+    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
+    two_log, one_log = read_log(tmp_path / "two" / cell), read_log(tmp_path / "one" / cell)
+    assert len(two_log) == len(one_log) == 4
+    for name in ("loss", "kd", "t2s_ce", "s2t_kd", "grad_norm"):
+        for a, b in zip(two_log, one_log):
+            assert a[name] == pytest.approx(b[name], rel=1e-5, abs=0), (name, a["step"])
+    run = json.loads((tmp_path / "two" / cell / "run.json").read_text())
+    assert run["train"]["trainable_parameters"]["method"] == 64 * 64  # the t2s projector of the tiny pair
+
 
 def test_the_fsdp_config_is_refused_with_its_reason(monkeypatch, capsys):
     from benchmark.cli.main import main
