@@ -151,15 +151,16 @@ class TaskPairContext:
         if method is None:
             return config
         defaults = type(method.config)().to_dict()
+        needs = method.teacher_request().needs
         config |= {
-            "method": {"config": method.config.to_dict(), "teacher_needs": method.teacher_needs,
+            "method": {"config": method.config.to_dict(), "teacher_needs": needs,
                        "changed": {k: v for k, v in method.config.to_dict().items() if defaults.get(k) != v}},
             "train": hashed_fields(s.train),
             "train_data": hashed_fields(s.data),
         }
-        if method.teacher_needs != "none":
+        if needs != "none":
             teacher = hashed_fields(s.teacher)
-            if method.teacher_needs != "topk_logits":
+            if needs != "topk_logits":
                 del teacher["topk"]
             config["teacher"] = {**teacher, "model": self.teacher_spec.fingerprint(), "prompt": self.teacher_format.key()}
         return config

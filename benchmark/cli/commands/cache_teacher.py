@@ -47,7 +47,7 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 for name in run.methods:
                     method = grid.method(CellKey(task, pair, name, run.seeds[0]))
                     assert method is not None
-                    where, needs = f"{task}/{pair} {name}", method.teacher_needs
+                    where, needs = f"{task}/{pair} {name}", method.teacher_request().needs
                     if needs == "none":
                         print(f"{where}: needs no teacher signal")
                     elif needs not in CACHED_SIGNALS:
