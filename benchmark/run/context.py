@@ -42,15 +42,25 @@ def teacher_key(kind: str, teacher: ModelSpec, task: str, data: str, prompt: Pro
             "max_answer_tokens": max_answer_tokens, **extra}
 
 
+def sft_teacher_key(pair: Pair, task: str, data: str, fmt: PromptFormat, settings: Settings) -> dict[str, Any]:
+    """The key of the pair's teacher fine-tuned on ``task`` (``teacher_prep sft``): what its training read."""
+    return teacher_key("sft-teacher", pair.teacher, task, data, fmt, settings.data.max_answer_tokens,
+                       train=hashed_fields(settings.train), limit_train=settings.data.limit_train)
+
+
+def sft_teacher_dir(key: dict[str, Any], cache_dir: Path) -> Path:
+    """``<cache_dir>/teachers/<short digest of key>/``: the fine-tuned teacher's ``model/``, its record and ``DONE``."""
+    return Path(cache_dir) / "teachers" / digest(key, short=True)
+
+
 def resolve_teacher_spec(pair: Pair, task: str, data: str, fmt: PromptFormat, settings: Settings,
                          cache_dir: Path) -> ModelSpec:
     """The teacher as used for ``task``: the pair's teacher, or (``teacher_prep sft``) its copy fine-tuned on the
-    task, a local model under ``<cache_dir>/teachers/<key>/`` built by :meth:`Teachers.model` on first use."""
+    task, a local model under ``<cache_dir>/teachers/<key>/`` that the grid prepares before the cells reading it
+    (:mod:`benchmark.run.teacher_prep`)."""
     if settings.teacher.teacher_prep != "sft":
         return pair.teacher
-    key = teacher_key("sft-teacher", pair.teacher, task, data, fmt, settings.data.max_answer_tokens,
-                      train=hashed_fields(settings.train), limit_train=settings.data.limit_train)
-    directory = Path(cache_dir) / "teachers" / digest(key, short=True)
+    directory = sft_teacher_dir(sft_teacher_key(pair, task, data, fmt, settings), cache_dir)
     return ModelSpec(f"{pair.teacher.name} (SFT on {task})", "local", str(directory / "model"),
                      prompt_style=pair.teacher.prompt_style)
 

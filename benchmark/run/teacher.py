@@ -1,5 +1,5 @@
-"""Every teacher source of a run, in one place: the frozen model (loaded once, kept while consecutive cells use it),
-its task-fine-tuned copy (``teacher_prep sft``), the top-k output cache, the generated answers (SeqKD), and the live
+"""Every teacher source of a run, in one place: the frozen model (loaded once, kept while consecutive cells use it;
+for ``teacher_prep sft`` its task-fine-tuned copy, which :mod:`benchmark.run.teacher_prep` prepares), the top-k output cache, the generated answers (SeqKD), and the live
 teacher's logits and hidden states. Every cached entry is keyed by :func:`teacher_key`.
 
 * Top-k cache: per teacher × task split × prompt format, the teacher's top-k logits, their ids and the
@@ -30,7 +30,7 @@ from benchmark.core.digest import canonical_json, digest
 from benchmark.core.files import write_atomic
 from benchmark.engine.collate import PairCollator, ViewEncoder
 from benchmark.engine.evaluation import generate
-from benchmark.engine.harness import TeacherSource, train
+from benchmark.engine.harness import TeacherSource
 from benchmark.engine.precision import precision
 from benchmark.models.loading import ModelSpec, load_model, load_tokenizer
 from benchmark.models.pairs import Pair
@@ -120,7 +120,8 @@ class Teachers:
         if self._loaded is None or self._loaded[0] != spec.fingerprint():
             self._loaded = None  # free the previous teacher before loading the next
             if spec.source == "local" and not (Path(spec.ref).parent / "DONE").exists():
-                self._fine_tune(ctx, Path(spec.ref).parent)
+                raise ValueError(f"the fine-tuned teacher {spec.ref} is not prepared (no DONE beside it); the grid "
+                                 "prepares it before the cells that read it")
             machine = precision()
             model, tokenizer = load_model(spec, cache_dir=self.cache_dir, device=machine.device,
                                           dtype=machine.teacher_dtype, sharded=self.sharded)
@@ -132,19 +133,6 @@ class Teachers:
         if self._loaded is not None and self._loaded[0] == ctx.teacher_spec.fingerprint():
             return self._loaded[2]
         return load_tokenizer(ctx.pair.teacher, cache_dir=self.cache_dir)
-
-    def _fine_tune(self, ctx: TaskPairContext, directory: Path) -> None:
-        """Teacher preparation ``sft``: train the teacher on the task once; every method and seed reuses it."""
-        from methods.baselines import SFT
-
-        self.log(f"  fine-tuning teacher {ctx.pair.teacher.name} on {ctx.task.name} (cached in {directory})")
-        model, tokenizer = load_model(ctx.pair.teacher, cache_dir=self.cache_dir, device=precision().device)
-        train(model, SFT(), ctx.train_set(), PairCollator(ctx.encoder(tokenizer, ctx.teacher_format), None),
-              ctx.settings.train, 0, directory / "checkpoint", directory / "train_log.jsonl",
-              data_parallel=False)  # the main process of a launch fine-tunes alone; the others wait for it
-        model.save_pretrained(directory / "model")
-        tokenizer.save_pretrained(directory / "model")
-        write_atomic(directory / "DONE", "")
 
     # -- signals -------------------------------------------------------------------------------------------------
     def key(self, ctx: TaskPairContext, kind: str, **extra: Any) -> dict[str, Any]:
