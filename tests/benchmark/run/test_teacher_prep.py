@@ -1,6 +1,7 @@
 """``--teacher-prep sft``: the fine-tuned teacher is a step of the grid with its own record, reused by a second run;
 a failing preparation fails the cells that read the teacher, with its reason, and the other cells run."""
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from benchmark.cli.main import main
 from benchmark.core.digest import digest
 from benchmark.core.paths import default_data_dir
 from benchmark.run import teacher_prep
+from benchmark.run.executors import RUN_STARTED_ENV
 
 pytestmark = pytest.mark.skipif(default_data_dir() is None,
                                 reason="task data not found (set CTKD_DATA_DIR or provide ../shared/data)")
@@ -53,10 +55,14 @@ def test_the_teacher_is_prepared_once_with_its_record_and_reused(tmp_path, capsy
 
 def test_a_failing_preparation_fails_the_cells_reading_the_teacher_and_the_rest_runs(tmp_path, capsys,
                                                                                      monkeypatch):
+    calls = []
+
     def out_of_memory(ctx, directory):
+        calls.append(directory)
         raise RuntimeError("CUDA out of memory (a stand-in)")
 
     monkeypatch.setattr(teacher_prep, "fine_tune", out_of_memory)
+    monkeypatch.setenv(RUN_STARTED_ENV, str(time.time()))  # one run, as --executor gpus gives its workers
     assert run_grid(tmp_path, "runs") == 1
     out = capsys.readouterr().out
     [directory] = [p for p in (tmp_path / "cache" / "teachers").iterdir() if p.is_dir()]  # beside its lock file
@@ -68,6 +74,10 @@ def test_a_failing_preparation_fails_the_cells_reading_the_teacher_and_the_rest_
         assert reason == "TeacherPrepError: teacher preparation failed: RuntimeError: CUDA out of memory (a stand-in)"
     for method in ("untrained", "sft"):
         assert (cell(tmp_path, "runs", method) / "DONE").exists()
+    # Another worker of the same run reuses the recorded failure instead of fine-tuning a second time.
+    assert run_grid(tmp_path, "other-worker") == 1 and len(calls) == 1
+    reason = json.loads((cell(tmp_path, "other-worker", "seqkd") / "FAILED.json").read_text())["error"]
+    assert reason.endswith("teacher preparation failed: RuntimeError: CUDA out of memory (a stand-in)")
 
     monkeypatch.undo()  # the next run tries again, and succeeds
     assert run_grid(tmp_path, "runs") == 0
