@@ -53,7 +53,7 @@ class TeacherRequest:
     topk: int = param(0, "non_negative")
     # Temperatures tau at which the method reads teacher top-k log-probabilities normalised over the full vocabulary
     # (TeacherOutputs.topk): a top-k cache must hold logsumexp(z / tau) for each.
-    temperatures: tuple[float, ...] = ()
+    temperatures: tuple[float, ...] = param((), "positive")
     # What a top-k cache must store besides the top-k for the method to train from it exactly: the logit of the
     # teacher's own answer token at every row (TeacherOutputs.token_logprobs), and the log-mass of named teacher
     # vocabulary subsets (TeacherOutputs.subset_log_mass; the names of methods.vocab_subsets.TEACHER_SUBSETS).

@@ -49,7 +49,7 @@ def checked(default: Any, check: str | None = None, *, maximum: float | None = N
 
 def validate(instance: Any, prefix: str = "") -> None:
     """Raise :class:`ConfigError` (path ``prefix + field``) for the first field of ``instance`` that breaks its
-    declared constraint; a list field's constraint applies to each element."""
+    declared constraint; a list or tuple field's constraint applies to each element."""
     declared_choices = literal_choices(type(instance))
     for item in dataclasses.fields(instance):
         value, path = getattr(instance, item.name), prefix + item.name
@@ -58,7 +58,7 @@ def validate(instance: Any, prefix: str = "") -> None:
             raise ConfigError(path, value, f"one of {', '.join(map(str, options))}")
         if "check" not in item.metadata:
             continue
-        for element in value if isinstance(value, list) else [value]:
+        for element in value if isinstance(value, (list, tuple)) else [value]:
             accepted = accepted_words(item, element)
             if accepted is not None:
                 raise ConfigError(path, element, accepted)
@@ -80,6 +80,10 @@ def accepted_words(item: dataclasses.Field, value: Any) -> str | None:
 
 @functools.cache
 def literal_choices(cls: type) -> dict[str, tuple[Any, ...]]:
-    """The accepted values of each ``Literal``-annotated field of ``cls``."""
-    hints = get_type_hints(cls)
+    """The accepted values of each ``Literal``-annotated field of ``cls`` (none where an annotation cannot be
+    resolved, e.g. a third-party config's name imported for type checking only)."""
+    try:
+        hints = get_type_hints(cls)
+    except (NameError, TypeError):
+        return {}
     return {name: get_args(hint) for name, hint in hints.items() if get_origin(hint) is Literal}
