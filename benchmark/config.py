@@ -6,28 +6,20 @@ argument parser from the field) and a dotted override (``--set train.learning_ra
 the tree; a cell's hash is computed from its sections' fields (:func:`hashed_fields`). Adding a hyper-parameter is
 one field here: its flag, its ``--set`` path, its place in every cell's config and hash follow from it.
 
-Field metadata: ``help`` (flag help), ``aliases`` (extra flags), ``check`` (a constraint, see :data:`CHECKS`), and
-``hashed`` (False for settings that cannot change a cell's numbers, e.g. the checkpoint interval).
+Field metadata: ``help`` (flag help), ``aliases`` (extra flags), ``check`` (a constraint, see
+:data:`benchmark.core.checks.CHECKS`), and ``hashed`` (False for settings that cannot change a cell's numbers, e.g.
+the checkpoint interval).
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Callable,
-    Literal,
-    Mapping,
-    get_args,
-    get_origin,
-    get_type_hints,
-)
+from typing import TYPE_CHECKING, Any, Literal, Mapping, get_args
 
-if TYPE_CHECKING:  # annotations only: the config tree imports nothing of the package
+from benchmark.core.checks import INT_MAX, ConfigError, checked, validate  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:  # annotations only: the config tree imports nothing of the package but core
     from methods.base import MethodConfig
     from tasks.base import Task
 
@@ -41,36 +33,11 @@ class UsageError(ValueError):
     """Bad command-line input; reported as one line with exit code 2."""
 
 
-class ConfigError(ValueError):
-    """A setting with a value it does not accept: names the setting (``section.field``), the value and what would be
-    accepted. Front ends re-word the setting as their flag."""
-
-    def __init__(self, path: str, value: Any, accepted: str) -> None:
-        super().__init__(f"{path}={value!r}: expected {accepted}")
-        self.path, self.value, self.accepted = path, value, accepted
-
-
-# Constraints a field can declare in its metadata (``check``): a predicate and what it accepts, in words. Every
-# checked number must also be finite, and an integer at most ``maximum`` (default :data:`INT_MAX`).
-CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "positive": (lambda v: v > 0, "> 0"),
-    "non_negative": (lambda v: v >= 0, ">= 0"),
-    "fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
-}
-INT_MAX = 2**31 - 1  # integer settings reach tokenizers and torch as C ints
-
-
 def setting(default: Any, help: str, *, check: str | None = None, maximum: float | None = None,
             aliases: tuple[str, ...] = (), hashed: bool = True) -> Any:
     """A settings field. ``help`` ends with the value's source tag ([paper], [code], [suite])."""
-    metadata: dict[str, Any] = {"help": help, "hashed": hashed}
-    if check:
-        metadata["check"] = check
-    if maximum is not None:
-        metadata["maximum"] = maximum
-    if aliases:
-        metadata["aliases"] = list(aliases)
-    return field(default=default, metadata=metadata)
+    extra = {"aliases": list(aliases)} if aliases else {}
+    return checked(default, check, maximum=maximum, help=help, hashed=hashed, **extra)
 
 
 class Section:
@@ -80,37 +47,7 @@ class Section:
     name: str  # the section's name in dotted paths, e.g. "train"
 
     def __post_init__(self) -> None:
-        choices = _literal_choices(type(self))
-        for item in dataclasses.fields(self):  # type: ignore[arg-type]
-            value, path = getattr(self, item.name), f"{self.name}.{item.name}"
-            if item.name in choices and value not in choices[item.name]:
-                raise ConfigError(path, value, f"one of {', '.join(choices[item.name])}")
-            if "check" not in item.metadata:
-                continue
-            for element in value if isinstance(value, list) else [value]:
-                accepted = _accepted(item, element)
-                if accepted is not None:
-                    raise ConfigError(path, element, accepted)
-
-
-def _accepted(item: dataclasses.Field, value: Any) -> str | None:
-    """None when ``value`` meets the field's ``check`` (None always does), else what the field accepts, in words."""
-    if value is None:
-        return None
-    predicate, words = CHECKS[item.metadata["check"]]
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    maximum = item.metadata.get("maximum", INT_MAX if is_int else None)
-    accepted = f"{'an integer' if is_int else 'a finite number'} {words}" + (
-        f" and <= {maximum}" if maximum is not None else "")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return accepted
-    return None if predicate(value) and (maximum is None or value <= maximum) else accepted
-
-
-@functools.cache
-def _literal_choices(section: type) -> dict[str, tuple[Any, ...]]:
-    hints = get_type_hints(section)
-    return {name: get_args(hint) for name, hint in hints.items() if get_origin(hint) is Literal}
+        validate(self, f"{self.name}.")
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ chunk of its own (tokenkit pairs special tokens as placeholder chunks) unless ``
 ``byte_coverage``, the share of the batch's answer bytes inside counting text chunks.
 
 Teacher signal: two scalars per teacher answer row, the log-probability of the teacher's own token and the
-boundary mass, so the method trains from a top-k cache that stores them (``teacher_token_logprobs``,
-``teacher_subsets``; exact, the EOS row included) or from a live teacher alike.
+boundary mass, so the method trains from a top-k cache that stores them (the request's ``token_logprobs`` and
+``subsets``; exact, the EOS row included) or from a live teacher alike.
 
 Where this differs from tokenkit: chunks from our byte spans of the answer only (tokenkit aligns the whole sequence
 and masks the prompt); every answer token has a predicting row here, so no chunk is lost to tokenkit's missing row
@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from methods.alignment import gather_rows, token_mean
-from methods.base import MethodConfig
+from methods.base import MethodConfig, TeacherRequest, param
 from methods.batch import DistillBatch, TeacherOutputs
 from methods.registry import METHODS
 from methods.spans import ByteAlignedMethod, SideGroups, TokenizerPair, token_log_probs
@@ -47,18 +47,12 @@ from methods.vocab_subsets import boundary_ids
 class ALMConfig(MethodConfig):
     """ALM's hyper-parameters: tokenkit's defaults unless marked otherwise."""
 
-    binarization_temp: float = 100.0  # τ_b [code: S l.139–176]
-    epsilon: float = 1e-6  # keeps a, b < 0 [code: L l.224–274]
+    binarization_temp: float = param(100.0, "positive")  # τ_b [code: S l.139–176]
+    epsilon: float = param(1e-6, "positive")  # keeps a, b < 0 [code: L l.224–274]
     append_space: bool = True  # boundary debiasing [code: every shipped config]; False = the notebook's alm-naive
     specials: bool = True  # the EOS pair is a chunk [code: special tokens matched as placeholder chunks]
     weight: float = 1.0  # [code: loss_weights]
     ce_weight: float = 0.0  # [code: the shipped configs train on the ALM loss alone]
-
-    def __post_init__(self) -> None:
-        if self.binarization_temp <= 0:
-            raise ValueError(f"binarization_temp must be > 0, got {self.binarization_temp}")
-        if self.epsilon <= 0:
-            raise ValueError(f"epsilon must be > 0, got {self.epsilon}")
 
 
 def log1mexp(x: Tensor) -> Tensor:
@@ -82,14 +76,11 @@ class ALM(ByteAlignedMethod):
     """
 
     config_class = ALMConfig
-    teacher_needs = "topk_logits"
-    teacher_token_logprobs = True
-    teacher_subsets = ("boundary",)
     config: ALMConfig
 
-    def __init__(self, config: ALMConfig | None = None) -> None:
-        super().__init__(config)
-        self.teacher_subsets = ("boundary",) if self.config.append_space else ()  # type: ignore[misc]
+    def teacher_request(self) -> TeacherRequest:
+        return TeacherRequest(needs="topk_logits", token_logprobs=True,
+                              subsets=("boundary",) if self.config.append_space else ())
 
     def prepare_pair(self, pair: TokenizerPair) -> None:
         super().prepare_pair(pair)

@@ -1,11 +1,13 @@
 """The method contract: a method is a frozen config dataclass plus a loss over tensors.
 
-A method declares what it needs from the teacher (``teacher_needs``, and for the top-k cache ``topk_needed``,
-``teacher_temperatures``, ``teacher_token_logprobs`` and ``teacher_subsets``) so the harness can serve it from the
-teacher-output cache or run the teacher live, and whether it trains on its own samples (``on_policy_fraction``). It
-never loads models, reads data or writes results; optional tokenizer-dependent state (e.g. MinED's vocabulary map)
-is set up in :meth:`Method.prepare` from the :class:`~methods.resources.PairResources` the harness hands over
-(which caches derived data per pair).
+A method declares what it needs from the teacher as one value derived from its config (:meth:`Method.teacher_request`,
+a :class:`TeacherRequest`), so the harness can serve it from the teacher-output cache or run the teacher live, and
+whether it trains on its own samples. It never loads models, reads data or writes results; optional
+tokenizer-dependent state (e.g. MinED's vocabulary map) is set up in :meth:`Method.prepare` from the
+:class:`~methods.resources.PairResources` the harness hands over (which caches derived data per pair).
+
+A config field declares its constraint beside its default (:func:`param`, the checks of
+:mod:`benchmark.core.checks` that the settings tree uses too); checks across fields are code in ``__post_init__``.
 """
 from __future__ import annotations
 
@@ -14,37 +16,67 @@ from typing import Any, ClassVar, Literal, Mapping
 
 from torch import Tensor
 
+from benchmark.core.checks import checked, validate
 from methods.batch import DistillBatch, TeacherOutputs
 from methods.model_parts import ModelWeights, OwnModules
 from methods.resources import PairResources
 
 TeacherNeeds = Literal["none", "text", "topk_logits", "full_logits", "hidden_states"]
-TEACHER_NEEDS: tuple[str, ...] = ("none", "text", "topk_logits", "full_logits", "hidden_states")
+
+
+def param(default: Any, check: str | None = None, *, choices: tuple[Any, ...] | None = None) -> Any:
+    """A method config field with its constraint (a name of ``benchmark.core.checks.CHECKS``) or its accepted
+    values declared beside its default."""
+    return checked(default, check, choices=choices)
 
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
     """How the harness samples the student's own answers for an on-policy method (TRL's GKD/GOLD defaults)."""
 
-    temperature: float = 0.9  # [code: GOLDConfig temperature]
-    top_p: float = 0.95  # [code]
-    top_k: int = 0  # [code] 0: no top-k filter
-    max_new_tokens: int = 128  # [code: max_completion_length]; the harness stops at data.max_answer_tokens too
+    temperature: float = param(0.9, "positive")  # [code: GOLDConfig temperature]
+    top_p: float = param(0.95, "probability")  # [code]
+    top_k: int = param(0, "non_negative")  # [code] 0: no top-k filter
+    max_new_tokens: int = param(128, "positive")  # [code: max_completion_length]; the harness stops at
+    #                                               data.max_answer_tokens too
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ValueError(f"sampling temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0: off), got {self.top_k}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        validate(self, "sampling.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherRequest:
+    """What a method reads from the teacher, derived from its config; the harness serves it from the teacher-output
+    cache (``topk_logits``) or a live teacher. A new kind of teacher signal is one field here."""
+
+    needs: TeacherNeeds = "none"
+    # The teacher top-k a top-k method reads; the harness checks it against the cache's k.
+    topk: int = param(0, "non_negative")
+    # Temperatures tau at which the method reads teacher top-k log-probabilities normalised over the full vocabulary
+    # (TeacherOutputs.topk): a top-k cache must hold logsumexp(z / tau) for each.
+    temperatures: tuple[float, ...] = param((), "positive")
+    # What a top-k cache must store besides the top-k for the method to train from it exactly: the logit of the
+    # teacher's own answer token at every row (TeacherOutputs.token_logprobs), and the log-mass of named teacher
+    # vocabulary subsets (TeacherOutputs.subset_log_mass; the names of methods.vocab_subsets.TEACHER_SUBSETS).
+    token_logprobs: bool = False
+    subsets: tuple[str, ...] = ()
+    # Share of micro-batches trained on the student's own samples, scored by the live teacher (TRL's ``lmbda``);
+    # the harness samples them (benchmark.engine.on_policy) as ``sampling`` says. 0: the dataset's answers only.
+    on_policy_fraction: float = param(0.0, "unit")
+    sampling: Sampling = Sampling()
+
+    def __post_init__(self) -> None:
+        validate(self, "teacher_request.")
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
-    """Base of every method config: frozen, and built from a mapping that must not hold unknown keys."""
+    """Base of every method config: frozen, built from a mapping that must not hold unknown keys, each field checked
+    against its declaration (:func:`param`) on construction; a subclass with checks across fields extends
+    ``__post_init__``."""
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None = None) -> "MethodConfig":
@@ -63,26 +95,11 @@ class MethodConfig:
 
 
 class Method:
-    """Base class of a distillation method. Subclasses set the class attributes and implement :meth:`loss`."""
+    """Base class of a distillation method. Subclasses set ``name`` (by registering), ``config_class``, override
+    :meth:`teacher_request` when they read a teacher, and implement :meth:`loss`."""
 
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
-    teacher_needs: ClassVar[TeacherNeeds] = "none"
-    # The teacher top-k a top-k method reads; the harness checks it against the cache's k.
-    topk_needed: ClassVar[int] = 0
-    # Temperatures tau at which the method reads teacher top-k log-probabilities normalised over the full vocabulary
-    # (TeacherOutputs.topk): a top-k cache must hold logsumexp(z / tau) for each. Methods whose config changes
-    # any of these class attributes set them per instance in ``__init__``.
-    teacher_temperatures: ClassVar[tuple[float, ...]] = ()
-    # What a top-k cache must store besides the top-k for the method to train from it exactly: the logit of the
-    # teacher's own answer token at every row (TeacherOutputs.token_logprobs), and the log-mass of named teacher
-    # vocabulary subsets (TeacherOutputs.subset_log_mass; the names of methods.vocab_subsets.TEACHER_SUBSETS).
-    teacher_token_logprobs: ClassVar[bool] = False
-    teacher_subsets: ClassVar[tuple[str, ...]] = ()
-    # Share of micro-batches trained on the student's own samples, scored by the live teacher (TRL's ``lmbda``);
-    # the harness samples them (benchmark.engine.on_policy) as ``sampling`` says. 0: the dataset's answers only.
-    on_policy_fraction: ClassVar[float] = 0.0
-    sampling: ClassVar[Sampling] = Sampling()
     # True when the method is only defined for pairs that share one tokenizer (e.g. token-level KL).
     same_tokenizer_only: ClassVar[bool] = False
     # True when the loss reads the student's last hidden state at its answer rows (``batch.student.hidden``).
@@ -92,6 +109,10 @@ class Method:
         self.config = config if config is not None else self.config_class()
         if not isinstance(self.config, self.config_class):
             raise TypeError(f"{type(self).__name__} expects a {self.config_class.__name__}, got {type(self.config).__name__}")
+
+    def teacher_request(self) -> TeacherRequest:
+        """What this method reads from the teacher, derived from its config (default: nothing)."""
+        return TeacherRequest()
 
     def prepare(self, resources: PairResources) -> None:
         """Set up tokenizer-dependent state before training (default: nothing)."""

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from methods.base import Method, MethodConfig
+from methods.base import Method, MethodConfig, TeacherRequest, param
 from methods.batch import DistillBatch, TeacherOutputs, full_teacher_logits
 from methods.divergences import forward_kl
 from methods.registry import METHODS
@@ -20,7 +20,6 @@ class SFT(Method):
     """Student cross-entropy on the reference answers (MultiLevelOT Table 1 "SFT")."""
 
     config_class = NoConfig
-    teacher_needs = "none"
 
     def loss(self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor) -> dict[str, Tensor]:
         return {"loss": ce, "ce": ce.detach()}
@@ -30,14 +29,15 @@ class SFT(Method):
 class SeqKD(SFT):
     """Student cross-entropy on the teacher's greedy answers, generated once and cached ("Raw Text" in ULD)."""
 
-    teacher_needs = "text"
+    def teacher_request(self) -> TeacherRequest:
+        return TeacherRequest(needs="text")
 
 
 @dataclass(frozen=True)
 class KLConfig(MethodConfig):
     ce_weight: float = 0.5  # DSKD convention (1 − κ) with κ = 0.5
     kd_weight: float = 0.5  # κ
-    temperature: float = 1.0
+    temperature: float = param(1.0, "positive")
 
 
 class SameTokenizerError(ValueError):
@@ -48,8 +48,10 @@ class TokenKL(Method):
     """Forward KL on answer tokens for pairs sharing one tokenizer: the control that cross-tokenizer losses approximate."""
 
     config_class = KLConfig
-    teacher_needs = "full_logits"
     same_tokenizer_only = True
+
+    def teacher_request(self) -> TeacherRequest:
+        return TeacherRequest(needs="full_logits")
 
     def loss(self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor) -> dict[str, Tensor]:
         teacher_logits = full_teacher_logits(teacher, "kl")

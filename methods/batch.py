@@ -79,7 +79,7 @@ class TeacherOutputs:
     increasing function of ``z``), so the top-k ids and raw logits cached once serve every temperature; only the
     full-vocabulary normaliser ``logsumexp(z / tau)`` depends on ``tau``. A cache therefore stores one
     ``[B, A_t]`` normaliser per temperature it was built for (:func:`log_normalisers`), at the temperatures the
-    method declares (``Method.teacher_temperatures``).
+    method declares (``TeacherRequest.temperatures``).
     """
 
     mask: Tensor  # [B, A_t] bool, same as batch.teacher.answer_mask
@@ -90,8 +90,8 @@ class TeacherOutputs:
     tempered_logsumexp: dict[float, Tensor] = field(default_factory=dict)  # tau -> [B, A_t] logsumexp(z / tau)
     vocab_size: int | None = None
     hidden_states: Tensor | None = None  # [B, L_t, H] last hidden layer, when a method asks for it
-    # Cached per-row values for the methods that read more than the top-k (Method.teacher_token_logprobs,
-    # Method.teacher_subsets): the raw logit of the teacher view's own answer token, and logsumexp(z[S] / tau) of
+    # Cached per-row values for the methods that read more than the top-k (TeacherRequest.token_logprobs,
+    # TeacherRequest.subsets): the raw logit of the teacher view's own answer token, and logsumexp(z[S] / tau) of
     # named vocabulary subsets S (methods.vocab_subsets) at each cached temperature.
     token_logits: Tensor | None = None  # [B, A_t] float
     subset_logsumexp: dict[tuple[str, float], Tensor] = field(default_factory=dict)  # (name, tau) -> [B, A_t]
@@ -131,8 +131,8 @@ class TeacherOutputs:
             logits = self.logits.detach().float() / temperature
             return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
         if self.token_logits is None:
-            raise ValueError("the teacher cache holds no answer-token logits; the method must declare "
-                             "teacher_token_logprobs = True (or read a live teacher)")
+            raise ValueError("the teacher cache holds no answer-token logits; the method's teacher request "
+                             "must set token_logprobs=True (or read a live teacher)")
         return self.token_logits.detach().float() / temperature - self._cached_log_normaliser(temperature)
 
     def subset_log_mass(self, name: str, ids: Tensor, temperature: float = 1.0) -> Tensor:
@@ -144,8 +144,8 @@ class TeacherOutputs:
         key = (name, float(temperature))
         if key not in self.subset_logsumexp:
             raise ValueError(f"the teacher cache holds no log-mass of vocabulary subset {name!r} at temperature "
-                             f"{temperature} (it holds {sorted(self.subset_logsumexp)}); the method must declare it "
-                             "in teacher_subsets")
+                             f"{temperature} (it holds {sorted(self.subset_logsumexp)}); the method's teacher request "
+                             "must name it in subsets")
         return self.subset_logsumexp[key].detach().float() - self._cached_log_normaliser(temperature)
 
     def _cached_log_normaliser(self, temperature: float) -> Tensor:
@@ -156,7 +156,7 @@ class TeacherOutputs:
         held = sorted({*self.tempered_logsumexp, *([1.0] if self.logsumexp is not None else [])})
         raise ValueError(
             f"the teacher cache holds no log-normaliser at temperature {temperature} (it holds {held}); "
-            "rebuild it with the method's teacher_temperatures"
+            "rebuild it with the temperatures of the method's teacher request"
         )
 
 

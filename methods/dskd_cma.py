@@ -22,11 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.base import Method, MethodConfig
+from methods.base import Method, MethodConfig, param
 from methods.batch import DistillBatch, TeacherOutputs, TokenView
 from methods.dual_space import (
     DualSpace,
-    check_dual_space_config,
     s2t_kd_sum,
     scaled_by_std,
     t2s_sums,
@@ -39,13 +38,10 @@ from methods.registry import METHODS
 class DSKDCMAConfig(MethodConfig):
     """DSKD v1's hyper-parameters (its GPT-2 scripts) unless marked otherwise."""
 
-    kd_rate: float = 0.5  # r [code: scripts --kd-rate 0.5]
-    temperature: float = 2.0  # τ [code: scripts --kd-temp 2.0]
-    projector_lr: float = 1e-3  # [code: --projector-lr 1e-3]
+    kd_rate: float = param(0.5, "unit")  # r [code: scripts --kd-rate 0.5]
+    temperature: float = param(2.0, "positive")  # τ [code: scripts --kd-temp 2.0]
+    projector_lr: float = param(1e-3, "positive")  # [code: --projector-lr 1e-3]
     mask_value: float = -1e5  # [code: attention mask value]
-
-    def __post_init__(self) -> None:
-        check_dual_space_config(self.kd_rate, self.temperature, self.projector_lr)
 
 
 def answer_input_ids(view: TokenView) -> Tensor:

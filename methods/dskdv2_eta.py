@@ -21,11 +21,10 @@ import torch
 from torch import Tensor
 
 from methods.alignment import gather_rows
-from methods.base import MethodConfig
+from methods.base import MethodConfig, param
 from methods.batch import DistillBatch, TeacherOutputs
 from methods.dual_space import (
     DualSpace,
-    check_dual_space_config,
     head_pinv,
     logit_preserving_map,
     s2t_kd_sum,
@@ -41,12 +40,9 @@ from methods.spans import ByteAlignedMethod, TokenizerPair
 class DSKDv2ETAConfig(MethodConfig):
     """DSKDv2's ETA script (``run_dskdv2_eta.sh``) unless marked otherwise."""
 
-    kd_rate: float = 0.5  # κ [code: --kd-rate 0.5]
-    temperature: float = 2.0  # τ [code: run_dskdv2_eta.sh --kd-temp 2.0]
-    projector_lr: float = 5e-4  # [code: run_dskdv2_eta.sh --projector-lr 5e-4]
-
-    def __post_init__(self) -> None:
-        check_dual_space_config(self.kd_rate, self.temperature, self.projector_lr)
+    kd_rate: float = param(0.5, "unit")  # κ [code: --kd-rate 0.5]
+    temperature: float = param(2.0, "positive")  # τ [code: run_dskdv2_eta.sh --kd-temp 2.0]
+    projector_lr: float = param(5e-4, "positive")  # [code: run_dskdv2_eta.sh --projector-lr 5e-4]
 
 
 @METHODS.register("dskdv2-eta")

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from methods.base import TeacherRequest
 from methods.batch import DistillBatch, TeacherOutputs
 from methods.divergences import forward_kl_rows
 from methods.model_parts import ModelWeights
@@ -71,16 +72,6 @@ def scaled_by_std(x: Tensor, mask: Tensor) -> Tensor:
     return x / x[mask].float().std().clamp_min(1e-6).to(x.dtype)
 
 
-def check_dual_space_config(kd_rate: float, temperature: float, projector_lr: float) -> None:
-    """The checks both dual-space configs share (one-line errors naming the bad value)."""
-    if not 0.0 <= kd_rate <= 1.0:
-        raise ValueError(f"kd_rate must be in [0, 1], got {kd_rate}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if projector_lr <= 0:
-        raise ValueError(f"projector_lr must be > 0, got {projector_lr}")
-
-
 @dataclass(frozen=True)
 class DualSpaceSignals:
     """What a dual-space loss reads besides the student's logits (teacher tensors detached)."""
@@ -97,9 +88,11 @@ class DualSpace:
     ``build_modules``, and log the same terms."""
 
     name: str
-    teacher_needs = "hidden_states"
     student_hidden_states = True
     _weights: tuple[ModelWeights, ModelWeights] | None = None
+
+    def teacher_request(self) -> TeacherRequest:
+        return TeacherRequest(needs="hidden_states")
 
     def keep_weights(self, student: ModelWeights, teacher: ModelWeights | None) -> None:
         if teacher is None:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from methods.alignment import Alignment, gather_rows, token_mean
-from methods.base import MethodConfig
+from methods.base import MethodConfig, TeacherRequest, param
 from methods.batch import DistillBatch, TeacherOutputs
 from methods.divergences import forward_kl
 from methods.overlap import shared_vocabulary
@@ -45,23 +45,13 @@ CLAMP = 1 - 1e-7  # a known mass above this is read as 1 - 1e-7, so the tail ato
 class EtaKLConfig(MethodConfig):
     """eta-kl's hyper-parameters: KDFlow's defaults unless marked otherwise."""
 
-    kd_ratio: float = 0.5  # r [code: distillation_args.py kd_ratio]
-    temperature: float = 1.0  # τ [code: kd_temperature]
-    norm: str = "aligned"  # [suite, spec §16.4]; "all_targets" = KDFlow's Σ / N̄ [code]
-    signal: str = "live"  # [suite, spec §16.4] "live": exact KL; "topk": the top-k cache, a lower bound (docstring)
-    k: int = 100  # [suite] teacher entries per row read with signal "topk" (at most the cache's top-k)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.kd_ratio <= 1.0:
-            raise ValueError(f"kd_ratio must be in [0, 1], got {self.kd_ratio}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if self.signal not in SIGNALS:
-            raise ValueError(f"signal must be one of {', '.join(SIGNALS)}, got {self.signal!r}")
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
+    kd_ratio: float = param(0.5, "unit")  # r [code: distillation_args.py kd_ratio]
+    temperature: float = param(1.0, "positive")  # τ [code: kd_temperature]
+    norm: str = param("aligned", choices=NORMS)  # [suite, spec §16.4]; "all_targets" = KDFlow's Σ / N̄ [code]
+    # [suite, spec §16.4] "live": exact KL; "topk": the top-k cache, a lower bound (docstring)
+    signal: str = param("live", choices=SIGNALS)
+    # [suite] teacher entries per row read with signal "topk" (at most the cache's top-k)
+    k: int = param(100, "positive")
 
 
 @METHODS.register("eta-kl")
@@ -69,16 +59,13 @@ class EtaKL(ByteAlignedMethod):
     """KL on the shared vocabulary at exactly aligned answer tokens (spec §16, §16.4)."""
 
     config_class = EtaKLConfig
-    teacher_needs = "full_logits"
     config: EtaKLConfig
 
-    def __init__(self, config: EtaKLConfig | None = None) -> None:
-        super().__init__(config)
-        if self.config.signal == "topk":
-            self.teacher_needs = "topk_logits"  # type: ignore[misc]
-            self.topk_needed = self.config.k  # type: ignore[misc]
-            self.teacher_temperatures = (self.config.temperature,)  # type: ignore[misc]
-            self.teacher_subsets = ("shared",)  # type: ignore[misc]
+    def teacher_request(self) -> TeacherRequest:
+        if self.config.signal == "live":
+            return TeacherRequest(needs="full_logits")
+        return TeacherRequest(needs="topk_logits", topk=self.config.k, temperatures=(self.config.temperature,),
+                              subsets=("shared",))
 
     def prepare_pair(self, pair: TokenizerPair) -> None:
         super().prepare_pair(pair)

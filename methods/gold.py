@@ -39,7 +39,8 @@ import torch
 from torch import Tensor
 
 from methods.alignment import gather_rows, sample_mean
-from methods.base import MethodConfig, Sampling
+from benchmark.core.checks import ConfigError
+from methods.base import MethodConfig, Sampling, TeacherRequest, param
 from methods.batch import DistillBatch, TeacherOutputs
 from methods.divergences import generalized_jsd
 from methods.ot import append_tail, pad_last, rank_l1
@@ -55,31 +56,26 @@ FLOOR = 1e-8  # probabilities are floored here before their logs enter a product
 class GOLDConfig(MethodConfig):
     """GOLD's hyper-parameters: TRL's defaults unless marked otherwise."""
 
-    merge: str = "bayesian"  # [suite, spec §8.10]; "observed" is TRL's uld_token_merge_strategy default [code]
-    k: int = 100  # [suite, spec §14.2] top-k + tail bin per merged vector; TRL sorts the full vocabulary [code]
-    temperature: float = 1.0  # uld_student_temperature = uld_teacher_temperature [code]
+    # [suite, spec §8.10]; "observed" is TRL's uld_token_merge_strategy default [code]
+    merge: str = param("bayesian", choices=MERGES)
+    # [suite, spec §14.2] top-k + tail bin per merged vector; TRL sorts the full vocabulary [code]
+    k: int = param(100, "positive")
+    temperature: float = param(1.0, "positive")  # uld_student_temperature = uld_teacher_temperature [code]
     weight: float = 1.0  # uld_distillation_weight [code]
     ce_weight: float = 0.0  # uld_crossentropy_weight [code]
     skip_eos: bool = True  # uld_skip_student_eos / uld_skip_teacher_eos [code]: the EOS pair is not distilled
     hybrid: bool = False  # uld_use_hybrid_loss [code]
-    match: str = "canonical"  # hybrid vocabulary matching [suite, spec §8.10]; "raw" strings as TRL [code]
-    beta: float = 0.5  # JSD β of the hybrid matched term [code]
+    # hybrid vocabulary matching [suite, spec §8.10]; "raw" strings as TRL [code]
+    match: str = param("canonical", choices=MATCHINGS)
+    beta: float = param(0.5, "unit")  # JSD β of the hybrid matched term [code]
     matched_weight: float | None = None  # uld_hybrid_matched_weight [code]; None with unmatched_weight None: |M|/V_t
     unmatched_weight: float | None = None  # uld_hybrid_unmatched_weight [code]
 
     def __post_init__(self) -> None:
-        if self.merge not in MERGES:
-            raise ValueError(f"merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.match not in MATCHINGS:
-            raise ValueError(f"match must be one of {', '.join(MATCHINGS)}, got {self.match!r}")
-        if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        super().__post_init__()
         if (self.matched_weight is None) != (self.unmatched_weight is None):
-            raise ValueError("set both matched_weight and unmatched_weight, or neither (adaptive |M|/V_t weights)")
+            raise ConfigError("matched_weight", self.matched_weight, f"a number exactly when unmatched_weight is "
+                              f"one (got {self.unmatched_weight!r}); neither: adaptive |M|/V_t weights")
 
 
 @dataclass(frozen=True)
@@ -103,18 +99,13 @@ class GOLD(ByteAlignedMethod):
     """
 
     config_class = GOLDConfig
-    teacher_needs = "topk_logits"
-    topk_needed = GOLDConfig.k
-    teacher_token_logprobs = True
     config: GOLDConfig
 
-    def __init__(self, config: GOLDConfig | None = None) -> None:
-        super().__init__(config)
-        cached = self.reads_topk
-        self.teacher_needs = "topk_logits" if cached else "full_logits"  # type: ignore[misc]
-        self.topk_needed = self.config.k if cached else 0  # type: ignore[misc]
-        self.teacher_temperatures = (self.config.temperature,) if cached else ()  # type: ignore[misc]
-        self.teacher_token_logprobs = cached  # type: ignore[misc]
+    def teacher_request(self) -> TeacherRequest:
+        if not self.reads_topk:
+            return TeacherRequest(needs="full_logits")
+        return TeacherRequest(needs="topk_logits", topk=self.config.k, temperatures=(self.config.temperature,),
+                              token_logprobs=True)
 
     @property
     def reads_topk(self) -> bool:
@@ -218,17 +209,12 @@ class GOLD(ByteAlignedMethod):
 class GOLDOnPolicyConfig(GOLDConfig):
     """``gold`` plus TRL's on-policy fraction and sampling settings (GKDConfig / GOLDConfig defaults)."""
 
-    lmbda: float = 0.5  # share of micro-batches on the student's own samples [code: lmbda]
-    sampling_temperature: float = 0.9  # [code: temperature]
-    top_p: float = 0.95  # [code]
-    top_k: int = 0  # [code] 0: off
-    max_new_tokens: int = 128  # [code: max_completion_length]; also capped at data.max_answer_tokens [suite]
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 <= self.lmbda <= 1.0:
-            raise ValueError(f"lmbda must be in [0, 1], got {self.lmbda}")
-        _ = self.sampling  # Sampling checks its fields when built
+    lmbda: float = param(0.5, "unit")  # share of micro-batches on the student's own samples [code: lmbda]
+    sampling_temperature: float = param(0.9, "positive")  # [code: temperature]
+    top_p: float = param(0.95, "probability")  # [code]
+    top_k: int = param(0, "non_negative")  # [code] 0: off
+    max_new_tokens: int = param(128, "positive")  # [code: max_completion_length]; also capped at
+    #                                               data.max_answer_tokens [suite]
 
     @property
     def sampling(self) -> Sampling:
@@ -243,16 +229,11 @@ class GOLDOnPolicy(GOLD):
     the dataset's answers; the loss is :class:`GOLD`'s, unchanged."""
 
     config_class = GOLDOnPolicyConfig
-    teacher_needs = "full_logits"
-    on_policy_fraction = GOLDOnPolicyConfig.lmbda
     config: GOLDOnPolicyConfig
 
-    def __init__(self, config: GOLDOnPolicyConfig | None = None) -> None:
-        super().__init__(config)
+    def teacher_request(self) -> TeacherRequest:
         # Samples exist only during training, so no cache can hold the teacher's view of them: always live.
-        self.teacher_needs, self.topk_needed = "full_logits", 0  # type: ignore[misc]
-        self.teacher_temperatures, self.teacher_token_logprobs = (), False  # type: ignore[misc]
-        self.on_policy_fraction, self.sampling = self.config.lmbda, self.config.sampling  # type: ignore[misc]
+        return TeacherRequest(needs="full_logits", on_policy_fraction=self.config.lmbda, sampling=self.config.sampling)
 
 
 def _rank_l1_with_tails(teacher: tuple[Tensor, Tensor], student: tuple[Tensor, Tensor]) -> Tensor:

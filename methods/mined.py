@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.base import Method, MethodConfig
+from benchmark.core.checks import ConfigError
+from methods.base import Method, MethodConfig, TeacherRequest, param
 from methods.batch import DistillBatch, TeacherOutputs, TokenView, full_teacher_logits
 from methods.divergences import forward_kl
 from methods.edit_alignment import TIE_ORDERS, dtw_align
@@ -40,23 +41,19 @@ ALIGNED_TOKENS: tuple[str, ...] = ("inputs", "targets")
 class MinEDConfig(MethodConfig):
     ce_weight: float = 0.5  # 1 − κ with κ = 0.5 (DSKD MinED scripts)
     kd_weight: float = 0.5  # κ (DSKD MinED scripts)
-    temperature: float = 2.0  # τ (DSKD MinED scripts)
+    temperature: float = param(2.0, "positive")  # τ (DSKD MinED scripts)
     fill_logit: float = -1e5  # target logit of student ids no mapped teacher id reaches (DSKD criterion)
     one_hot_logit: float = 100.0  # ground-truth logit of the pseudo one-hot fallback target (DSKD criterion)
-    aligned_tokens: str = "inputs"  # DTW over each labelled row's input token, EOS row distilled (DSKD criterion);
-    #                                 "targets": over the predicted answer tokens, EOS row skipped [suite, earlier]
-    dtw_tie_order: str = "teacher-first"  # back-trace ties: diagonal, teacher, student step (DSKD criterion);
-    #                                       "student-first" [suite, earlier]
+    # DTW over each labelled row's input token, EOS row distilled (DSKD criterion); "targets": over the predicted answer
+    # tokens, EOS row skipped [suite, earlier]
+    aligned_tokens: str = param("inputs", choices=ALIGNED_TOKENS)
+    # back-trace ties: diagonal, teacher, student step (DSKD criterion); "student-first" [suite, earlier]
+    dtw_tie_order: str = param("teacher-first", choices=TIE_ORDERS)
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        super().__post_init__()
         if self.one_hot_logit <= self.fill_logit:
-            raise ValueError("one_hot_logit must exceed fill_logit")
-        if self.aligned_tokens not in ALIGNED_TOKENS:
-            raise ValueError(f"aligned_tokens must be one of {ALIGNED_TOKENS}, got {self.aligned_tokens!r}")
-        if self.dtw_tie_order not in TIE_ORDERS:
-            raise ValueError(f"dtw_tie_order must be one of {TIE_ORDERS}, got {self.dtw_tie_order!r}")
+            raise ConfigError("one_hot_logit", self.one_hot_logit, f"a number > fill_logit ({self.fill_logit})")
 
 
 @dataclass(frozen=True)
@@ -83,8 +80,10 @@ class MinED(Method):
     """Forward KL to teacher logits projected through a minimum-edit-distance vocabulary map (FuseLLM / DSKD)."""
 
     config_class = MinEDConfig
-    teacher_needs = "full_logits"
     config: MinEDConfig
+
+    def teacher_request(self) -> TeacherRequest:
+        return TeacherRequest(needs="full_logits")
 
     def __init__(self, config: MinEDConfig | None = None) -> None:
         super().__init__(config)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from benchmark.core.checks import ConfigError
 from methods.alignment import (
     ALIGNMENT_MODES,
     align,
@@ -21,7 +22,7 @@ from methods.alignment import (
     sample_mean,
     token_mean,
 )
-from methods.base import Method, MethodConfig
+from methods.base import Method, MethodConfig, TeacherRequest, param
 from methods.batch import DistillBatch, TeacherOutputs, full_teacher_logits
 from methods.ot import (
     TINY,
@@ -45,28 +46,25 @@ SEQUENCE_ROWS: tuple[str, ...] = ("all", "paired")
 class MLOTConfig(MethodConfig):
     """Paper hyper-parameters (§1.1.8 of the spec, the paper's "Implementation details")."""
 
-    k: int = 50  # Tr: kept ranked columns [paper, Table 8]
-    teacher_k: int = 100  # cached teacher top-K the teacher ranking is built from, >= k [suite: cache default]
+    k: int = param(50, "positive")  # Tr: kept ranked columns [paper, Table 8]
+    teacher_k: int = param(100, "positive")  # cached teacher top-K the teacher ranking is built from, >= k [suite: cache default]
     alpha: float = 0.15  # weight of the KD sum [paper]
     beta: float = 0.1  # SL weight [paper, "following ULD"]
     gamma: float = 0.1  # SD weight [paper]
-    sd_temperature: float = 2.0  # tau_SD [paper]; tau_SL (and HAD) = 1 [paper] is fixed, see MLOT
-    sinkhorn_epsilon: float = 0.1  # lambda, K = exp(-C / lambda) [paper]
-    sinkhorn_iterations: int = 20  # N [paper, Table 7]
+    sd_temperature: float = param(2.0, "positive")  # tau_SD [paper]; tau_SL (and HAD) = 1 [paper] is fixed, see MLOT
+    sinkhorn_epsilon: float = param(0.1, "positive")  # lambda, K = exp(-C / lambda) [paper]
+    sinkhorn_iterations: int = param(20, "positive")  # N [paper, Table 7]
     ce_weight: float = 1.0  # [paper: plain sum CE + alpha * (...)]
-    alignment: str = "positional"  # token t <-> token t for HAD/SL [paper]; "offsets" [suite]
-    sequence_rows: str = "all"  # rows behind SR and SD: all valid rows of each side [suite reading of the paper];
-    #                             "paired": only rows in a token pair (positional: the first min(n_s, n_t))
+    # token t <-> token t for HAD/SL [paper]; "offsets" [suite]
+    alignment: str = param("positional", choices=ALIGNMENT_MODES)
+    # rows behind SR and SD: all valid rows of each side [suite reading of the paper]; "paired": only rows in a token
+    # pair (positional: the first min(n_s, n_t))
+    sequence_rows: str = param("all", choices=SEQUENCE_ROWS)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.k <= self.teacher_k:
-            raise ValueError(f"need 1 <= k <= teacher_k, got k={self.k}, teacher_k={self.teacher_k}")
-        if self.sd_temperature <= 0 or self.sinkhorn_epsilon <= 0 or self.sinkhorn_iterations < 1:
-            raise ValueError("sd_temperature and sinkhorn_epsilon must be > 0, sinkhorn_iterations >= 1")
-        if self.alignment not in ALIGNMENT_MODES:
-            raise ValueError(f"alignment must be one of {ALIGNMENT_MODES}, got {self.alignment!r}")
-        if self.sequence_rows not in SEQUENCE_ROWS:
-            raise ValueError(f"sequence_rows must be one of {SEQUENCE_ROWS}, got {self.sequence_rows!r}")
+        super().__post_init__()
+        if self.k > self.teacher_k:
+            raise ConfigError("k", self.k, f"an integer <= teacher_k ({self.teacher_k})")
 
 
 @METHODS.register("mlot")
@@ -101,22 +99,18 @@ class MLOT(Method):
     the token alignment (positional: the first min(n_s, n_t) rows). HAD and SL use the token pairs in both.
 
     Teacher from a top-K form (``teacher_k`` >= k, cached or live through :meth:`TeacherOutputs.topk`, normalised
-    over the full vocabulary at each tau, ``teacher_temperatures`` = {1, tau_SD}): the teacher's column sums and the
-    values at the ranked columns come from the K stored entries per row; a column outside a row's top-K counts as 0
-    in that row (at tau_SD = 2 the distributions are flatter, so this drops more than at tau = 1; the benchmark
+    over the full vocabulary at each tau, the request's ``temperatures`` = {1, tau_SD}): the teacher's column sums and
+    the values at the ranked columns come from the K stored entries per row; a column outside a row's top-K counts as
+    0 in that row (at tau_SD = 2 the distributions are flatter, so this drops more than at tau = 1; the benchmark
     measures it against the full-vocabulary value). Deviations from the paper: docs/method-deviations.md.
     """
 
     config_class = MLOTConfig
-    teacher_needs = "topk_logits"
-    topk_needed = MLOTConfig.teacher_k
-    teacher_temperatures = (1.0, MLOTConfig.sd_temperature)
     config: MLOTConfig
 
-    def __init__(self, config: MLOTConfig | None = None) -> None:
-        super().__init__(config)
-        self.topk_needed = self.config.teacher_k  # type: ignore[misc]
-        self.teacher_temperatures = tuple(sorted({1.0, self.config.sd_temperature}))  # type: ignore[misc]
+    def teacher_request(self) -> TeacherRequest:
+        return TeacherRequest(needs="topk_logits", topk=self.config.teacher_k,
+                              temperatures=tuple(sorted({1.0, self.config.sd_temperature})))
 
     def loss(
         self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor
@@ -177,33 +171,27 @@ OFFICIAL_RANKINGS: tuple[str, ...] = ("batch", "tokenwise", "sequence")
 class MLOTOfficialConfig(MethodConfig):
     """Every constant of the official ``DistillationLoss`` (``f=1``), spec §1.2; all defaults are the code's."""
 
-    k: int = 50  # [code] [:, :, :50] after ranking
+    k: int = param(50, "positive")  # [code] [:, :, :50] after ranking
     std_scaling: bool = True  # [code] normalize(): logits / (std over vocab + eps), mean NOT subtracted
     std_epsilon: float = 1e-4  # [code]
-    student_temperature: float = 1.0  # [code]
-    teacher_temperature: float = 1.0  # [code]
-    ranking: str = "batch"  # [code 712cfb4, HEAD] improved_sort's column sums over batch AND rows; "tokenwise"
-    #                         [code d8d298f]: each row's own top-k (the row sort before improved_sort, spec §1.2.10);
-    #                         "sequence": column sums per sequence [suite, the paper's SR]
+    student_temperature: float = param(1.0, "positive")  # [code]
+    teacher_temperature: float = param(1.0, "positive")  # [code]
+    # [code 712cfb4, HEAD] improved_sort's column sums over batch AND rows; "tokenwise" [code d8d298f]: each row's own
+    # top-k (the row sort before improved_sort, spec §1.2.10); "sequence": column sums per sequence [suite, the paper's
+    # SR]
+    ranking: str = param("batch", choices=OFFICIAL_RANKINGS)
     sl_softmax: bool = True  # [code] KL_wo re-applies softmax to the top-k probabilities ("double softmax", #4)
     sl_reversed: bool = True  # [code] KL_wo(teacher, student): student-weighted, teacher on the log side
     sl_weight: float = 0.1  # [code]
     padded_rows: bool = True  # [code] zero-padded rows enter SL's mean and SD's cost and plan
-    sd_temperature: float = 2.0  # [code] Sinkhorn_seq: softmax(p / 2) of the top-k probabilities
+    sd_temperature: float = param(2.0, "positive")  # [code] Sinkhorn_seq: softmax(p / 2) of the top-k probabilities
     sinkhorn_regularization: float = 0.1  # [code] K = exp(-C / 0.1)
-    sinkhorn_iterations: int = 10  # [code] the caller passes n_iters=10 (helper default and paper: 20)
+    # [code] the caller passes n_iters=10 (helper default and paper: 20)
+    sinkhorn_iterations: int = param(10, "non_negative")
     sd_scale: float = 0.001  # [code] per-sequence factor on sum(P * C)
     sd_weight: float = 0.1  # [code] on the batch SUM of the per-sequence SD
     distil_factor: float = 1.5  # [code README/CLI] (paper: alpha = 0.15)
     ce_weight: float = 1.0  # [code] the cross-entropy factor of the config is ignored by the code
-
-    def __post_init__(self) -> None:
-        if self.k < 1 or self.sinkhorn_iterations < 0:
-            raise ValueError("k must be >= 1 and sinkhorn_iterations >= 0")
-        if self.ranking not in OFFICIAL_RANKINGS:
-            raise ValueError(f"ranking must be one of {OFFICIAL_RANKINGS}, got {self.ranking!r}")
-        if min(self.student_temperature, self.teacher_temperature, self.sd_temperature) <= 0:
-            raise ValueError("temperatures must be > 0")
 
 
 @METHODS.register("mlot-official")
@@ -232,8 +220,10 @@ class MLOTOfficial(Method):
     """
 
     config_class = MLOTOfficialConfig
-    teacher_needs = "full_logits"  # the std scaling needs every logit
     config: MLOTOfficialConfig
+
+    def teacher_request(self) -> TeacherRequest:
+        return TeacherRequest(needs="full_logits")  # the std scaling needs every logit
 
     def loss(
         self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor

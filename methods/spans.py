@@ -324,7 +324,7 @@ class ByteAlignedMethod(Method):
     def require_teacher(self, teacher: TeacherOutputs | None) -> TeacherOutputs:
         """The teacher outputs (cached or live; methods read them through their detaching accessors)."""
         if teacher is None:
-            raise ValueError(f"{self.name} needs teacher outputs (teacher_needs={self.teacher_needs!r})")
+            raise ValueError(f"{self.name} needs teacher outputs (teacher_needs={self.teacher_request().needs!r})")
         return teacher
 
     def teacher_logits(self, teacher: TeacherOutputs | None) -> Tensor:

@@ -8,7 +8,7 @@ ULD``.
 Two modes (config ``mode``, recorded with every result; a leaderboard row must say which one produced it):
 
 * ``exact`` — the published computation: a full sort of both vocabularies. It needs every teacher logit, so the
-  teacher runs live (``teacher_needs = "full_logits"``).
+  teacher runs live (the request's ``needs`` is ``full_logits``).
 * ``topk`` (spec §14.2) — each side keeps its ``k`` largest probabilities (``torch.topk``; the teacher's from
   :meth:`TeacherOutputs.topk`, cached or live) plus one tail bin holding the rest of its mass. With ``t_(i)``,
   ``s_(i)`` the sorted values and ``T_t``, ``T_s`` the tails::
@@ -26,7 +26,7 @@ Two modes (config ``mode``, recorded with every result; a leaderboard row must s
 
 Temperature: the top-k probabilities are exact at every ``tau``: the student's come from its full logits, the
 teacher's from the top-k logits and the full-vocabulary normaliser ``logsumexp(z / tau)``, which a teacher cache
-stores for ``teacher_temperatures``. So the tail bin holds exactly the mass beyond rank k at ``tau``, and the
+stores for the request's ``temperatures``. So the tail bin holds exactly the mass beyond rank k at ``tau``, and the
 lower-bound argument holds at every ``tau``.
 
 Deviations from the code (llm-recipes ``distillation_model.py``; docs/method-deviations.md): the ``topk`` mode;
@@ -47,7 +47,7 @@ from methods.alignment import (
     gather_rows,
     sample_mean,
 )
-from methods.base import Method, MethodConfig
+from methods.base import Method, MethodConfig, TeacherRequest, param
 from methods.batch import DistillBatch, TeacherOutputs, full_teacher_logits
 from methods.ot import append_tail, pad_last, rank_l1, topk_logprobs
 from methods.registry import METHODS
@@ -59,25 +59,17 @@ ULD_MODES: tuple[str, ...] = ("topk", "exact")
 class ULDConfig(MethodConfig):
     """ULD hyper-parameters; defaults are the published ones unless marked otherwise."""
 
-    mode: str = "topk"  # "topk": top-k + tail bin, a lower bound, teacher from the cache [suite, spec §14.2];
-    #                      "exact": full sort of both vocabularies, live teacher [code]
-    k: int = 100  # topk: kept probabilities per row [suite: the default teacher-cache k]
+    # "topk": top-k + tail bin, a lower bound, teacher from the cache [suite, spec §14.2];
+    # "exact": full sort of both vocabularies, live teacher [code]
+    mode: str = param("topk", choices=ULD_MODES)
+    k: int = param(100, "positive")  # topk: kept probabilities per row [suite: the default teacher-cache k]
     tail_bin: bool = True  # topk: the mass beyond the top-k as one bin [suite]; tightens the lower bound
     log_gap: bool = True  # topk with a live teacher: log exact - topk as "uld_gap" each step [suite]
-    temperature: float = 1.0  # student and teacher temperature [code: 1/1]
+    temperature: float = param(1.0, "positive")  # student and teacher temperature [code: 1/1]
     weight: float = 1.5  # lambda, the code's distil_factor [code, README]
     ce_weight: float = 1.0  # [code]
-    alignment: str = "positional"  # [code] row j <-> row j; "offsets" pairs identical character spans [suite]
-
-    def __post_init__(self) -> None:
-        if self.mode not in ULD_MODES:
-            raise ValueError(f"mode must be one of {ULD_MODES}, got {self.mode!r}")
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.alignment not in ALIGNMENT_MODES:
-            raise ValueError(f"alignment must be one of {ALIGNMENT_MODES}, got {self.alignment!r}")
+    # [code] row j <-> row j; "offsets" pairs identical character spans [suite]
+    alignment: str = param("positional", choices=ALIGNMENT_MODES)
 
 
 @METHODS.register("uld")
@@ -85,24 +77,18 @@ class ULD(Method):
     """Universal Logit Distillation: L1 between sorted probability vectors, exact or top-k + tail (spec §2)."""
 
     config_class = ULDConfig
-    # Class defaults describe the default mode ("topk"); each instance derives them from its config.
-    teacher_needs = "topk_logits"
-    topk_needed = ULDConfig.k
-    teacher_temperatures = (ULDConfig.temperature,)
     config: ULDConfig
 
-    def __init__(self, config: ULDConfig | None = None) -> None:
-        super().__init__(config)
-        exact = self.config.mode == "exact"
-        self.teacher_needs = "full_logits" if exact else "topk_logits"  # type: ignore[misc]
-        self.topk_needed = 0 if exact else self.config.k  # type: ignore[misc]
-        self.teacher_temperatures = () if exact else (self.config.temperature,)  # type: ignore[misc]
+    def teacher_request(self) -> TeacherRequest:
+        if self.config.mode == "exact":
+            return TeacherRequest(needs="full_logits")
+        return TeacherRequest(needs="topk_logits", topk=self.config.k, temperatures=(self.config.temperature,))
 
     def loss(
         self, batch: DistillBatch, student_logits: Tensor, teacher: TeacherOutputs | None, ce: Tensor
     ) -> dict[str, Tensor]:
         if teacher is None:
-            raise ValueError(f"uld needs teacher outputs (teacher_needs={self.teacher_needs!r})")
+            raise ValueError(f"uld needs teacher outputs (teacher_needs={self.teacher_request().needs!r})")
         cfg = self.config
         alignment = align(batch, cfg.alignment)
         # One gather of only the paired student rows, at the temperature.

@@ -1,6 +1,6 @@
 """Named subsets of the teacher's vocabulary whose probability mass a method reads at every answer row.
 
-A method that needs ``log Σ_{v ∈ S} p_T(v)`` per row declares the subset's name in ``Method.teacher_subsets``; a
+A method that needs ``log Σ_{v ∈ S} p_T(v)`` per row declares the subset's name in ``TeacherRequest.subsets``; a
 top-k teacher cache then stores ``logsumexp(z[S] / tau)`` per row (``TeacherOutputs.subset_log_mass``), keyed by the
 digest of the ids, so the method trains from the cache instead of a live teacher. Each subset is a function of the
 pair's two vocabularies; the method and the cache compute it with the same function here.

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods.base import MethodConfig
+from methods.base import MethodConfig, TeacherRequest, param
 from methods.batch import DistillBatch, TeacherOutputs
 from methods.projection_matrix import RECIPES, Projection
 from methods.registry import METHODS
@@ -42,26 +42,16 @@ COMMON_THRESHOLD = {"gold": 1.0, "hkl": 0.6}  # [code: exact map; H-KL best weig
 class XTokenConfig(MethodConfig):
     """X-Token's defaults (``xtoken_off_policy_distillation.yaml``) unless marked otherwise."""
 
-    loss: str = "pkl"  # [code: gold_loss false]; "gold" = gold_loss, "hkl" = gold_loss + xtoken_loss
-    recipe: str = "wrapper"  # [code: build_projection_matrix.sh; §18.8]; "one-step" = the nightly test's build
-    temperature: float = 1.0  # T [code]
-    vocab_topk: int = 8192  # [code]
-    uncommon_topk: int = 8192  # [code]
+    loss: str = param("pkl", choices=LOSSES)  # [code: gold_loss false]; "gold" = gold_loss, "hkl" = gold_loss + xtoken_loss
+    recipe: str = param("wrapper", choices=RECIPES)  # [code: build_projection_matrix.sh; §18.8]; "one-step" = the nightly test's build
+    temperature: float = param(1.0, "positive")  # T [code]
+    vocab_topk: int = param(8192, "positive")  # [code]
+    uncommon_topk: int = param(8192, "positive")  # [code]
     reverse_kl: bool = False  # [code]
     exact_token_match_only: bool = False  # [code]
     dynamic_loss_scaling: bool = True  # [code]
     kl_loss_weight: float = 1.0  # [code]
     ce_loss_scale: float = 0.1  # [code]
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.vocab_topk < 1 or self.uncommon_topk < 1:
-            raise ValueError(f"vocab_topk and uncommon_topk must be >= 1, got {self.vocab_topk}, {self.uncommon_topk}")
 
 
 def chunk_mean(side: SideGroups, values: Tensor) -> Tensor:
@@ -95,9 +85,11 @@ class XToken(ByteAlignedMethod):
     """X-Token's projected KL on byte-span chunks (spec §18, §18.8)."""
 
     config_class = XTokenConfig
-    teacher_needs = "full_logits"
     config: XTokenConfig
     projection: Projection
+
+    def teacher_request(self) -> TeacherRequest:
+        return TeacherRequest(needs="full_logits")
 
     def prepare(self, resources: PairResources) -> None:
         super().prepare(resources)

@@ -96,7 +96,7 @@ FULL = Shapes(2, 16, 128, 120, 49_152, 151_936, hidden=576, layers=30, heads=9, 
 QUICK = Shapes(2, 4, 12, 10, 512, 1024, hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128)
 CACHE_K = 100  # the default teacher-cache k
 TEACHER_HIDDEN = 896  # Qwen2.5-0.5B, for the projection family's teacher side
-CACHE_TEMPERATURES = (2.0,)  # besides 1: the teacher_temperatures of the variants below
+CACHE_TEMPERATURES = (2.0,)  # besides 1: the temperatures the variants below request
 
 
 # --- inputs ----------------------------------------------------------------------------------------------------

@@ -95,8 +95,8 @@ def _include(value: str, path: Path) -> None:
 
 def _check_method_class(methods: Registry[Any], name: str, where: str) -> None:
     """A method registered by a user's file is usable: its name can name a store directory, and it is a
-    :class:`~methods.base.Method` with a dataclass config and a known teacher need."""
-    from methods.base import TEACHER_NEEDS, Method, MethodConfig
+    :class:`~methods.base.Method` with a dataclass config, whose teacher needs come from ``teacher_request``."""
+    from methods.base import Method, MethodConfig
 
     if not usable_name(name) or name in RESERVED_METHOD_NAMES:
         raise UsageError(f"{where}: expected a name of lowercase letters, digits, '.', '_' and '-' (it names a "
@@ -110,8 +110,9 @@ def _check_method_class(methods: Registry[Any], name: str, where: str) -> None:
     config = method.config_class
     if not (isinstance(config, type) and issubclass(config, MethodConfig) and dataclasses.is_dataclass(config)):
         raise UsageError(f"{where}: config_class {config!r}; expected a dataclass subclassing MethodConfig")
-    if method.teacher_needs not in TEACHER_NEEDS:
-        raise UsageError(f"{where}: teacher_needs {method.teacher_needs!r}; expected one of {', '.join(TEACHER_NEEDS)}")
+    if hasattr(method, "teacher_needs"):  # the class attribute of earlier releases, which nothing reads any more
+        raise UsageError(f"{where}: sets teacher_needs; expected a teacher_request() method returning a "
+                         "methods.base.TeacherRequest")
 
 
 def check_methods(methods: Registry[Any], configs: Mapping[str, Any], settings: Settings, pairs: Sequence[Any],
@@ -121,11 +122,12 @@ def check_methods(methods: Registry[Any], configs: Mapping[str, Any], settings: 
     for name, config in configs.items():
         try:
             method = methods.get(name)(config)
-        except Exception as error:  # a third-party method's constructor
+            request = method.teacher_request()
+        except Exception as error:  # a third-party method's constructor or teacher request
             raise UsageError(f"--methods {name}: cannot be built with its config: {failure_reason(error)}") from None
-        if method.teacher_needs == "topk_logits" and method.topk_needed > settings.teacher.topk:
+        if request.needs == "topk_logits" and request.topk > settings.teacher.topk:
             raise UsageError(f"--topk {settings.teacher.topk}: method {name!r} reads the teacher's top-"
-                             f"{method.topk_needed}; expected --topk >= {method.topk_needed}")
+                             f"{request.topk}; expected --topk >= {request.topk}")
         if method.same_tokenizer_only and name in named and not any(pair.same_tokenizer for pair in pairs):
             raise UsageError(f"--methods {name}: needs a pair whose teacher and student share one tokenizer; none of "
                              f"--pairs {' '.join(pair.name for pair in pairs)} does (e.g. tiny-gpt2-to-gpt2)")

@@ -180,6 +180,9 @@ def parse_field(config_class: type, name: str, raw: str, where: str, owner: str)
 def _method_config(methods: Registry[Any], name: str, fields: dict[str, Any]) -> MethodConfig:
     try:
         return methods.get(name).config_class.from_dict(fields)
-    except Exception as error:  # a config's own checks; a third-party config may raise anything
+    except ConfigError as error:  # a declared check or a check across fields: names the field
+        where = "--set" if fields else f"method {name!r}: its default config:"
+        raise UsageError(f"{where} {name}.{error}") from None
+    except Exception as error:  # a third-party config may raise anything
         where = f"--set {name}" if fields else f"method {name!r}: its default config"
         raise UsageError(f"{where}: {error}") from None

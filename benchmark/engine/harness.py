@@ -248,8 +248,9 @@ def train(
     ``log_with="tensorboard"`` also logs every step's numbers through accelerate's tracker, as event files in
     ``<log_path's folder>/tensorboard``.
     """
-    if method.teacher_needs in ("topk_logits", "full_logits", "hidden_states") and teacher is None:
-        raise ValueError(f"method {method.name!r} needs teacher {method.teacher_needs} but no teacher source was given")
+    request = method.teacher_request()
+    if request.needs in ("topk_logits", "full_logits", "hidden_states") and teacher is None:
+        raise ValueError(f"method {method.name!r} needs teacher {request.needs} but no teacher source was given")
     check_on_policy_teacher(method, teacher)
     torch.manual_seed(seed)
     machine = precision()
@@ -257,7 +258,7 @@ def train(
     accelerator = Accelerator(cpu=not machine.on_gpu, mixed_precision=machine.mixed_precision,
                               log_with=log_with if tracked else None, project_dir=log_path.parent if tracked else None)
     processes, rank = (accelerator.num_processes, accelerator.process_index) if data_parallel else (1, 0)
-    if processes > 1 and method.on_policy_fraction > 0:
+    if processes > 1 and request.on_policy_fraction > 0:
         # The draws and samples are keyed by a micro-batch's place in the step; split over processes, each would
         # draw for its own micro-batches only and the per-step log would hold one process's share.
         raise ValueError(f"method {method.name!r} trains on-policy, which runs in one process; launch it without "
@@ -286,7 +287,7 @@ def train(
         if tracked:
             accelerator.init_trackers("tensorboard")
     answers = list(answers) if answers is not None else [e.answer for e in examples]
-    on_policy = OnPolicyBatches(collator, method, seed) if method.on_policy_fraction > 0 else None
+    on_policy = OnPolicyBatches(collator, request, seed) if request.on_policy_fraction > 0 else None
 
     started, tokens_seen = time.perf_counter(), 0
     bar = tqdm(total=len(plan), initial=start_step, desc=f"train {method.name}", unit="step", leave=False,
@@ -309,7 +310,7 @@ def train(
         sums: dict[str, float] = {}
         for micro, batch in enumerate(batches):
             batch = batch.to(accelerator.device)
-            teacher_out = teacher.outputs(batch) if teacher is not None and method.teacher_needs != "text" else None
+            teacher_out = teacher.outputs(batch) if teacher is not None and request.needs != "text" else None
             # Gradients are summed over processes once per step, at the last micro-batch (processes may hold
             # different numbers of micro-batches).
             with nullcontext() if micro == len(batches) - 1 else accelerator.no_sync(student):

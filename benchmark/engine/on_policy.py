@@ -1,8 +1,8 @@
 """On-policy micro-batches: the student answers a micro-batch's prompts itself and the live teacher scores its answers.
 
-A method declares the share of micro-batches it trains on its own samples (``Method.on_policy_fraction``, TRL's
-``lmbda``) and how they are sampled (``Method.sampling``). Per micro-batch, as TRL does per gradient-accumulation
-slice (spec §8.7):
+A method's teacher request declares the share of micro-batches it trains on its own samples
+(``TeacherRequest.on_policy_fraction``, TRL's ``lmbda``) and how they are sampled (``TeacherRequest.sampling``). Per
+micro-batch, as TRL does per gradient-accumulation slice (spec §8.7):
 
 1. **The draw.** A uniform number keyed on (seed, optimizer step, micro-batch) decides whether the micro-batch is
    on-policy. It is a pure function of its key, so a resumed run draws exactly what the interrupted one drew, and
@@ -28,7 +28,7 @@ import torch
 from benchmark.core.digest import digest
 from benchmark.engine.collate import PairCollator, ViewEncoder
 from benchmark.engine.evaluation import left_pad
-from methods.base import Method, Sampling
+from methods.base import Method, Sampling, TeacherRequest
 from methods.batch import DistillBatch
 from tasks.base import Example
 
@@ -36,10 +36,11 @@ from tasks.base import Example
 def check_on_policy_teacher(method: Method, teacher: Any) -> None:
     """An on-policy method needs a live teacher: a cache holds only the dataset's answers. Never train it
     off-policy silently."""
-    if method.on_policy_fraction > 0 and not getattr(teacher, "live", False):
+    fraction = method.teacher_request().on_policy_fraction
+    if fraction > 0 and not getattr(teacher, "live", False):
         source = "no teacher" if teacher is None else f"a {type(teacher).__name__}"
         raise ValueError(f"method {method.name!r} trains on the student's own samples (on_policy_fraction "
-                         f"{method.on_policy_fraction:g}) and needs a live teacher to score them; it was given {source}")
+                         f"{fraction:g}) and needs a live teacher to score them; it was given {source}")
 
 
 def key_seed(seed: int, step: int, micro: int, purpose: str) -> int:
@@ -109,8 +110,9 @@ class OnPolicyBatches:
     """One optimizer step's micro-batches for an on-policy method: each the dataset's answers or, by its draw, the
     student's own samples."""
 
-    def __init__(self, collator: PairCollator, method: Method, seed: int) -> None:
-        self.collator, self.fraction, self.sampling, self.seed = collator, method.on_policy_fraction, method.sampling, seed
+    def __init__(self, collator: PairCollator, request: TeacherRequest, seed: int) -> None:
+        self.collator, self.fraction, self.sampling, self.seed = (collator, request.on_policy_fraction,
+                                                                  request.sampling, seed)
 
     def step(self, model: Any, step: int, examples: Sequence[Sequence[Example]],
              answers: Sequence[Sequence[str]]) -> tuple[list[DistillBatch], dict[str, Any]]:

@@ -42,15 +42,25 @@ def teacher_key(kind: str, teacher: ModelSpec, task: str, data: str, prompt: Pro
             "max_answer_tokens": max_answer_tokens, **extra}
 
 
+def sft_teacher_key(pair: Pair, task: str, data: str, fmt: PromptFormat, settings: Settings) -> dict[str, Any]:
+    """The key of the pair's teacher fine-tuned on ``task`` (``teacher_prep sft``): what its training read."""
+    return teacher_key("sft-teacher", pair.teacher, task, data, fmt, settings.data.max_answer_tokens,
+                       train=hashed_fields(settings.train), limit_train=settings.data.limit_train)
+
+
+def sft_teacher_dir(key: dict[str, Any], cache_dir: Path) -> Path:
+    """``<cache_dir>/teachers/<short digest of key>/``: the fine-tuned teacher's ``model/``, its record and ``DONE``."""
+    return Path(cache_dir) / "teachers" / digest(key, short=True)
+
+
 def resolve_teacher_spec(pair: Pair, task: str, data: str, fmt: PromptFormat, settings: Settings,
                          cache_dir: Path) -> ModelSpec:
     """The teacher as used for ``task``: the pair's teacher, or (``teacher_prep sft``) its copy fine-tuned on the
-    task, a local model under ``<cache_dir>/teachers/<key>/`` built by :meth:`Teachers.model` on first use."""
+    task, a local model under ``<cache_dir>/teachers/<key>/`` that the grid prepares before the cells reading it
+    (:mod:`benchmark.run.teacher_prep`)."""
     if settings.teacher.teacher_prep != "sft":
         return pair.teacher
-    key = teacher_key("sft-teacher", pair.teacher, task, data, fmt, settings.data.max_answer_tokens,
-                      train=hashed_fields(settings.train), limit_train=settings.data.limit_train)
-    directory = Path(cache_dir) / "teachers" / digest(key, short=True)
+    directory = sft_teacher_dir(sft_teacher_key(pair, task, data, fmt, settings), cache_dir)
     return ModelSpec(f"{pair.teacher.name} (SFT on {task})", "local", str(directory / "model"),
                      prompt_style=pair.teacher.prompt_style)
 
@@ -171,15 +181,16 @@ class TaskPairContext:
         if method is None:
             return config
         defaults = type(method.config)().to_dict()
+        needs = method.teacher_request().needs
         config |= {
-            "method": {"config": method.config.to_dict(), "teacher_needs": method.teacher_needs,
+            "method": {"config": method.config.to_dict(), "teacher_needs": needs,
                        "changed": {k: v for k, v in method.config.to_dict().items() if defaults.get(k) != v}},
             "train": hashed_fields(s.train),
             "train_data": hashed_fields(s.data),
         }
-        if method.teacher_needs != "none":
+        if needs != "none":
             teacher = hashed_fields(s.teacher)
-            if method.teacher_needs != "topk_logits":
+            if needs != "topk_logits":
                 del teacher["topk"]
             config["teacher"] = {**teacher, "model": self.teacher_spec.fingerprint(), "prompt": self.teacher_format.key()}
         return config

@@ -3,7 +3,9 @@
 Per task and pair the grid has two reference cells, ``teacher`` and ``untrained`` (seed 0), then one cell per
 method and seed. What a cell does is :class:`benchmark.run.recipe.CellRecipe`'s business; the grid only decides
 whether it runs. A cell holding ``DONE`` with the same config hash is skipped; a cell that fails (exception,
-non-finite loss, out of memory) gets ``FAILED.json`` and the grid goes on.
+non-finite loss, out of memory) gets ``FAILED.json`` and the grid goes on. With ``teacher_prep sft`` the task's
+fine-tuned teacher is prepared once, before the first cell of the task and pair that reads it
+(:mod:`benchmark.run.teacher_prep`, a record of its own); when that fails, those cells fail with its reason.
 
 Under ``accelerate launch`` every process runs the same grid: the main process claims each cell (checks it, takes
 its lock, writes its config) and the others follow it into the cells it claimed (:mod:`benchmark.engine.distributed`). A
@@ -26,6 +28,7 @@ from benchmark.run.context import TaskPairContext
 from benchmark.run.executors import RUN_STARTED_ENV
 from benchmark.run.recipe import CellOptions, CellRecipe
 from benchmark.run.teacher import Teachers
+from benchmark.run.teacher_prep import TeacherPrepError, prepare_teacher, reads_teacher
 from benchmark.store import (
     REFERENCE_METHODS,
     Cell,
@@ -66,6 +69,7 @@ class Grid:
         self.started = float(os.environ.get(RUN_STARTED_ENV) or time.time())
         self._tasks: dict[str, Task] = dict(run.task_adapters)  # parsed while the run was checked
         self._contexts: dict[tuple[str, str], TaskPairContext] = {}
+        self._teacher_preps: dict[tuple[str, str], str | None] = {}  # (task, pair) -> why its teacher failed, or None
 
     # -- enumeration ---------------------------------------------------------------------------------------------
     def reachable_pairs(self) -> tuple[list[str], dict[str, str]]:
@@ -145,6 +149,13 @@ class Grid:
             outcomes.append(outcome)
         return outcomes
 
+    def teacher_failure(self, task: str, pair: str) -> str | None:
+        """Prepare the teacher of ``task`` and ``pair`` once per run (``teacher_prep sft``: fine-tuned, with its own
+        record, :mod:`benchmark.run.teacher_prep`); None when it is ready, else why it is not."""
+        if (task, pair) not in self._teacher_preps:
+            self._teacher_preps[task, pair] = prepare_teacher(self.context(task, pair), self.started, self.log)
+        return self._teacher_preps[task, pair]
+
     def run_cell(self, key: CellKey) -> CellOutcome:
         ctx, method = self.context(key.task, key.pair), self.method(key)
         config = ctx.cell_config(key, method)
@@ -162,6 +173,8 @@ class Grid:
                 if self.run_config.options.force:
                     cell.discard_training_state()
                 cell.start(config)
+            if reads_teacher(key, method) and (failure := self.teacher_failure(key.task, key.pair)):
+                raise TeacherPrepError(f"teacher preparation failed: {failure}")
             wall = CellRecipe(ctx, cell, method, self.teachers, self.cell_options, digest).run()
             return CellOutcome(key, "done", wall_time_s=wall)
         except KeyboardInterrupt:
@@ -170,7 +183,9 @@ class Grid:
             reason = cell.record_failure(error) if distributed.is_main() else str(error)
             if self.run_config.options.exit_on_error or distributed.processes() > 1:
                 raise
-            if disk_error_hint(error) is None:  # a full or read-only disk's reason says all; a bug needs its traceback
+            # A full or read-only disk's reason says all, and a failed teacher's is in its record; a bug needs its
+            # traceback.
+            if disk_error_hint(error) is None and not isinstance(error, TeacherPrepError):
                 self.log(traceback.format_exc(limit=3).rstrip())
             return CellOutcome(key, "failed", reason, time.perf_counter() - started)
         finally:

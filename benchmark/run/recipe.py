@@ -59,7 +59,8 @@ def teacher_side(ctx: TaskPairContext, method: Method, teachers: Teachers, stude
                             ctx.encoder(teacher_tokenizer, ctx.teacher_format))
     examples = ctx.train_set()
     answers = [e.answer for e in examples]
-    if method.teacher_needs == "text":  # the teacher's answers, empty generations dropped (ULD ``process.py``)
+    # SeqKD: the teacher's answers, empty generations dropped (ULD ``process.py``)
+    if method.teacher_request().needs == "text":
         generated = teachers.answers(ctx, examples)
         kept = [i for i, answer in enumerate(generated) if answer.strip()]
         examples, answers = [examples[i] for i in kept], [generated[i] for i in kept]

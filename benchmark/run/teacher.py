@@ -1,13 +1,13 @@
-"""Every teacher source of a run, in one place: the frozen model (loaded once, kept while consecutive cells use it),
-its task-fine-tuned copy (``teacher_prep sft``), the top-k output cache, the generated answers (SeqKD), and the live
+"""Every teacher source of a run, in one place: the frozen model (loaded once, kept while consecutive cells use it;
+for ``teacher_prep sft`` its task-fine-tuned copy, which :mod:`benchmark.run.teacher_prep` prepares), the top-k output cache, the generated answers (SeqKD), and the live
 teacher's logits and hidden states. Every cached entry is keyed by :func:`teacher_key`.
 
 * Top-k cache: per teacher × task split × prompt format, the teacher's top-k logits, their ids and the
   full-vocabulary log-normaliser ``logsumexp(z / tau)`` at every answer row for tau = 1 and every temperature the
-  run's methods declare (``Method.teacher_temperatures``), so top-k log-probabilities and the tail mass are exact at
-  each of them; one safetensors file plus a manifest. Methods whose ``teacher_needs`` is ``topk_logits`` train from
-  it without loading the teacher. Where a run's methods declare them (``Method.teacher_token_logprobs``,
-  ``Method.teacher_subsets``), the cache also stores the logit of the teacher's own answer token and
+  run's methods request (``TeacherRequest.temperatures``), so top-k log-probabilities and the tail mass are exact at
+  each of them; one safetensors file plus a manifest. Methods whose request ``needs`` ``topk_logits`` train from
+  it without loading the teacher. Where a run's methods request them (``TeacherRequest.token_logprobs``,
+  ``TeacherRequest.subsets``), the cache also stores the logit of the teacher's own answer token and
   ``logsumexp(z[S] / tau)`` of named vocabulary subsets S per row (only then are they part of the key, so entries
   built without them stay valid). Rows are stored for every labelled answer token, the final EOS included.
 * Text cache: the teacher's greedy answers for SeqKD, appended as they are generated so a crash loses nothing.
@@ -30,7 +30,7 @@ from benchmark.core.digest import canonical_json, digest
 from benchmark.core.files import write_atomic
 from benchmark.engine.collate import PairCollator, ViewEncoder
 from benchmark.engine.evaluation import generate
-from benchmark.engine.harness import TeacherSource, train
+from benchmark.engine.harness import TeacherSource
 from benchmark.engine.precision import precision
 from benchmark.models.loading import ModelSpec, load_model, load_tokenizer
 from benchmark.models.pairs import Pair
@@ -41,10 +41,10 @@ from methods.token_text import VocabInfo
 from methods.vocab_subsets import teacher_subset
 from tasks.base import Example
 
-# What the teacher-output cache can hold, by a method's ``teacher_needs``: the top-k logits with the full-vocabulary
-# normaliser (``topk_logits``) and the teacher's greedy answers (``text``). ``full_logits`` and ``hidden_states``
-# would cost a vocabulary-wide (or hidden-size-wide) row per answer token per example: those methods run the teacher
-# live, next to the student.
+# What the teacher-output cache can hold, by a method's ``TeacherRequest.needs``: the top-k logits with the
+# full-vocabulary normaliser (``topk_logits``) and the teacher's greedy answers (``text``). ``full_logits`` and
+# ``hidden_states`` would cost a vocabulary-wide (or hidden-size-wide) row per answer token per example: those methods
+# run the teacher live, next to the student.
 CACHED_SIGNALS: dict[str, str] = {"topk_logits": "top-k logits", "text": "generated answers"}
 
 
@@ -107,11 +107,11 @@ class Teachers:
     def for_methods(cls, cache_dir: Path, methods: Iterable[Method], log: Callable[[str], None] = print,
                     sharded: bool = False, outputs_dir: Path | None = None) -> "Teachers":
         """The teacher side of a run of ``methods``: its top-k cache stores what any of them reads."""
-        methods = list(methods)
-        cached = [m for m in methods if m.teacher_needs == "topk_logits"]
-        return cls(cache_dir, log, outputs_dir, temperatures={t for m in methods for t in m.teacher_temperatures},
-                   token_logits=any(m.teacher_token_logprobs for m in cached),
-                   subsets={name for m in cached for name in m.teacher_subsets}, sharded=sharded)
+        requests = [m.teacher_request() for m in methods]
+        cached = [r for r in requests if r.needs == "topk_logits"]
+        return cls(cache_dir, log, outputs_dir, temperatures={t for r in requests for t in r.temperatures},
+                   token_logits=any(r.token_logprobs for r in cached),
+                   subsets={name for r in cached for name in r.subsets}, sharded=sharded)
 
     # -- the model -----------------------------------------------------------------------------------------------
     def model(self, ctx: TaskPairContext) -> tuple[Any, Any]:
@@ -120,7 +120,8 @@ class Teachers:
         if self._loaded is None or self._loaded[0] != spec.fingerprint():
             self._loaded = None  # free the previous teacher before loading the next
             if spec.source == "local" and not (Path(spec.ref).parent / "DONE").exists():
-                self._fine_tune(ctx, Path(spec.ref).parent)
+                raise ValueError(f"the fine-tuned teacher {spec.ref} is not prepared (no DONE beside it); the grid "
+                                 "prepares it before the cells that read it")
             machine = precision()
             model, tokenizer = load_model(spec, cache_dir=self.cache_dir, device=machine.device,
                                           dtype=machine.teacher_dtype, sharded=self.sharded)
@@ -133,19 +134,6 @@ class Teachers:
             return self._loaded[2]
         return load_tokenizer(ctx.pair.teacher, cache_dir=self.cache_dir)
 
-    def _fine_tune(self, ctx: TaskPairContext, directory: Path) -> None:
-        """Teacher preparation ``sft``: train the teacher on the task once; every method and seed reuses it."""
-        from methods.baselines import SFT
-
-        self.log(f"  fine-tuning teacher {ctx.pair.teacher.name} on {ctx.task.name} (cached in {directory})")
-        model, tokenizer = load_model(ctx.pair.teacher, cache_dir=self.cache_dir, device=precision().device)
-        train(model, SFT(), ctx.train_set(), PairCollator(ctx.encoder(tokenizer, ctx.teacher_format), None),
-              ctx.settings.train, 0, directory / "checkpoint", directory / "train_log.jsonl",
-              data_parallel=False)  # the main process of a launch fine-tunes alone; the others wait for it
-        model.save_pretrained(directory / "model")
-        tokenizer.save_pretrained(directory / "model")
-        write_atomic(directory / "DONE", "")
-
     # -- signals -------------------------------------------------------------------------------------------------
     def key(self, ctx: TaskPairContext, kind: str, **extra: Any) -> dict[str, Any]:
         """:func:`teacher_key` for the context's teacher, with its tokenizer's hash."""
@@ -156,7 +144,8 @@ class Teachers:
                answers: list[str]) -> TeacherSource | None:
         """The teacher outputs ``method`` trains on: none, the top-k cache (built first if needed), or the live
         teacher (full logits, hidden states)."""
-        needs = method.teacher_needs
+        request = method.teacher_request()
+        needs = request.needs
         if needs in ("none", "text"):
             return None
         live = lambda: LiveTeacher(self.model(ctx)[0], hidden_states=needs == "hidden_states",
@@ -164,17 +153,17 @@ class Teachers:
         if needs != "topk_logits":
             return live()
         k = ctx.settings.teacher.topk
-        if method.topk_needed > k:
-            raise ValueError(f"method {method.name!r} needs teacher top-{method.topk_needed} but the cache keeps "
+        if request.topk > k:
+            raise ValueError(f"method {method.name!r} needs teacher top-{request.topk} but the cache keeps "
                              f"top-{k}; raise --topk")
-        missing = sorted(set(method.teacher_temperatures) - {1.0, *self.temperatures})
+        missing = sorted(set(request.temperatures) - {1.0, *self.temperatures})
         if missing:
             raise ValueError(f"method {method.name!r} reads the teacher at temperature(s) {missing}, which this run's "
                              f"teacher cache does not store (it stores {[1.0, *self.temperatures]})")
-        subsets = self._subset_ids(collator, sorted({*self.subsets, *method.teacher_subsets}))
+        subsets = self._subset_ids(collator, sorted({*self.subsets, *request.subsets}))
         key = self.key(ctx, "topk", k=k, examples=examples_digest(examples, answers),
                        temperatures=list(self.temperatures),
-                       **row_values_key(self.token_logits or method.teacher_token_logprobs, subsets))
+                       **row_values_key(self.token_logits or request.token_logprobs, subsets))
         return ensure_topk_cache(self.outputs_dir, key, live, collator, examples, answers,
                                  ctx.settings.eval.eval_batch_size, subsets)
 

@@ -97,14 +97,15 @@ def test_the_cache_serves_alm_exactly(config):
     """From the cached form (top-1 only, plus each row's own-token logit and boundary log-normaliser, EOS row
     included) the loss equals the live teacher's; without the declared values the cache is a one-line error."""
     method = alm(S_VOCAB, T_VOCAB, **config)
-    assert method.teacher_needs == "topk_logits" and method.teacher_token_logprobs
-    assert method.teacher_subsets == (() if config.get("append_space") is False else ("boundary",))
+    request = method.teacher_request()
+    assert request.needs == "topk_logits" and request.token_logprobs
+    assert request.subsets == (() if config.get("append_space") is False else ("boundary",))
     live, _ = run_loss(method, three_chunks(), S_ROWS, T_ROWS, eos_rows=True)
     cached, _ = run_loss(method, three_chunks(), S_ROWS, T_ROWS, eos_rows=True, cache_k=1,
                          subsets={"boundary": boundary_ids(T_VOCAB)})
     assert cached["alm"].item() == pytest.approx(live["alm"].item(), rel=1e-6)
     assert cached["byte_coverage"].item() == live["byte_coverage"].item()
-    if method.teacher_subsets:
+    if request.subsets:
         with pytest.raises(ValueError, match="no log-mass of vocabulary subset 'boundary'"):
             run_loss(method, three_chunks(), S_ROWS, T_ROWS, eos_rows=True, cache_k=1)
 
@@ -167,8 +168,8 @@ def test_extreme_likelihoods_stay_finite():
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"binarization_temp": 0.0}, "binarization_temp must be > 0"),
-    ({"epsilon": 0.0}, "epsilon must be > 0"),
+    ({"binarization_temp": 0.0}, "^binarization_temp=0.0: expected a finite number > 0$"),
+    ({"epsilon": float("nan")}, "^epsilon=nan: expected a finite number > 0$"),
     ({"mode": "unbiased"}, "unknown config key"),
 ])
 def test_bad_config_is_a_one_line_error(values, message):

@@ -14,7 +14,7 @@ from benchmark.engine.prompting import PromptFormat
 from benchmark.models.loading import build_tiny
 from benchmark.models.pair_cache import CachedPairResources
 from benchmark.run.teacher import LiveTeacher, ensure_topk_cache, row_values_key
-from methods.base import TEACHER_NEEDS
+from methods.base import TeacherRequest
 from methods.batch import TeacherOutputs
 from methods.registry import load_methods
 from tests.support.toy_task import ToyTask, toy_examples
@@ -70,9 +70,10 @@ def topk_cache(method, live: LiveTeacher, collator, examples, student_tok, teach
     from methods.vocab_subsets import teacher_subset
 
     vocabs = VocabInfo.from_tokenizer(student_tok), VocabInfo.from_tokenizer(teacher_tok)
-    subsets = {name: teacher_subset(name, *vocabs) for name in method.teacher_subsets}
-    key = {"k": max(method.topk_needed, 1), "temperatures": sorted(set(method.teacher_temperatures) - {1.0}),
-           **row_values_key(method.teacher_token_logprobs, subsets)}
+    request = method.teacher_request()
+    subsets = {name: teacher_subset(name, *vocabs) for name in request.subsets}
+    key = {"k": max(request.topk, 1), "temperatures": sorted(set(request.temperatures) - {1.0}),
+           **row_values_key(request.token_logprobs, subsets)}
     return ensure_topk_cache(directory, key, lambda: live, collator, examples, [e.answer for e in examples], 3, subsets)
 
 
@@ -81,6 +82,8 @@ def topk_cache(method, live: LiveTeacher, collator, examples, student_tok, teach
 def test_two_steps_train_the_student_and_never_the_teacher(name, overrides, models, map_cache, tmp_path):
     method_class = METHODS.get(name)
     method = method_class(method_class.config_class.from_dict(overrides))
+    request = method.teacher_request()
+    assert isinstance(request, TeacherRequest) and request == method.teacher_request()  # derived, not mutated
     teacher_key = "gpt2-teacher" if method.same_tokenizer_only else "qwen2"
     train_two_steps(method, models[teacher_key], build_tiny("gpt2", seed=2), map_cache, tmp_path)
 
@@ -105,7 +108,8 @@ def test_every_method_trains_a_padded_head_pair(name, padded_models, map_cache, 
 
 def train_two_steps(method, teacher_pair, student_pair, map_cache, tmp_path):
     """Two optimizer steps of ``method`` from ``teacher_pair`` into ``student_pair`` (each ``(model, tokenizer)``)."""
-    assert method.teacher_needs in TEACHER_NEEDS
+    request = method.teacher_request()
+    assert request.needs in TEACHER_NEEDS
     teacher, teacher_tok = teacher_pair
     student, student_tok = student_pair
     task = ToyTask(tmp_path, toy_examples(6, "train"), toy_examples(2, "test"))
@@ -115,22 +119,22 @@ def train_two_steps(method, teacher_pair, student_pair, map_cache, tmp_path):
         ViewEncoder(task, teacher_tok, PromptFormat("plain", 1), pool, 16),
     )
     method.prepare(CachedPairResources(student_tok, teacher_tok, map_cache))
-    live = LiveTeacher(teacher, hidden_states=method.teacher_needs == "hidden_states")
+    live = LiveTeacher(teacher, hidden_states=request.needs == "hidden_states")
     own = method.build_modules(model_weights(student), model_weights(teacher))
     own_parameters = list(own.module.parameters()) if own is not None else []
     optimizer = torch.optim.AdamW(list(student.parameters()) + own_parameters, lr=1e-3)
     student.train()
     cache = (topk_cache(method, live, collator, pool, student_tok, teacher_tok, tmp_path / "cache")
-             if method.teacher_needs == "topk_logits" else None)
+             if request.needs == "topk_logits" else None)
     for step in range(2):
         part = pool[step * 3 : step * 3 + 3]
         batch = collator(part)
-        if method.on_policy_fraction > 0 and step == 1:  # the student's own samples, as the harness makes them
-            samples = sample_answers(student, collator.student, part, method.sampling, seed=7)
+        if request.on_policy_fraction > 0 and step == 1:  # the student's own samples, as the harness makes them
+            samples = sample_answers(student, collator.student, part, request.sampling, seed=7)
             batch = collator(part, samples.answers, complete=samples.complete)
             assert batch.answers != [e.answer for e in part]
         outputs, leaves = None, []
-        if method.teacher_needs not in ("none", "text"):
+        if request.needs not in ("none", "text"):
             # step 0 live, step 1 from the cache for a cached method
             outputs = cache.outputs(batch) if cache is not None and step == 1 else live.outputs(batch)
             outputs, leaves = requiring_grad(outputs)

@@ -93,7 +93,8 @@ def test_topk_signal_by_hand_is_a_lower_bound_of_the_kl():
                               [0.1, 0.1, 0.4, 0.25, 0.15],  # predicts " world"; top-2 " world", "x"
                               [0.5, 0.1, 0.2, 0.1, 0.1]])  # predicts EOS; top-2 EOS, " world"
     method = eta_kl(S_VOCAB, T_VOCAB, signal="topk", k=2)
-    assert (method.teacher_needs, method.topk_needed, method.teacher_subsets) == ("topk_logits", 2, ("shared",))
+    request = method.teacher_request()
+    assert (request.needs, request.topk, request.subsets) == ("topk_logits", 2, ("shared",))
     out, _ = run_loss(method, BATCH, S_ROWS, teacher_rows, eos_rows=True, cache_k=2,
                       subsets={"shared": method._shared[1]})
     # On O = (" world", "x", EOS): the two known entries, then the rest of O (EOS, then "x") as one atom.
@@ -154,11 +155,11 @@ def test_a_batch_without_aligned_tokens_gives_zero():
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"kd_ratio": 1.5}, r"kd_ratio must be in \[0, 1\]"),
-    ({"temperature": -1.0}, "temperature must be > 0"),
-    ({"norm": "sum"}, "norm must be one of aligned, all_targets, got 'sum'"),
-    ({"signal": "cache"}, "signal must be one of live, topk, got 'cache'"),
-    ({"k": 0}, "k must be >= 1"),
+    ({"kd_ratio": 1.5}, r"^kd_ratio=1.5: expected a finite number in \[0, 1\]$"),
+    ({"temperature": -1.0}, r"^temperature=-1.0: expected a finite number > 0$"),
+    ({"norm": "sum"}, "^norm='sum': expected one of aligned, all_targets$"),
+    ({"signal": "cache"}, "^signal='cache': expected one of live, topk$"),
+    ({"k": 0}, "^k=0: expected an integer > 0 and <= 2147483647$"),
 ])
 def test_bad_config_is_a_one_line_error(values, message):
     with pytest.raises(ValueError, match=message):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from methods.base import MethodConfig
+from methods.base import MethodConfig, TeacherRequest
 from methods.batch import TeacherOutputs
 from methods.gold import GOLD, GOLDConfig
 from methods.token_text import VocabInfo
@@ -173,7 +173,7 @@ def test_the_cache_serves_the_bayesian_merge_exactly(config):
     method = gold(STUDENT_VOCAB, TEACHER_VOCAB, **config)
     live, _ = run_loss(method, batch, student, teacher, eos_rows=True)
     cached, _ = run_loss(method, batch, student, teacher, eos_rows=True, cache_k=min(method.config.k, 10),
-                         temperatures=method.teacher_temperatures)
+                         temperatures=method.teacher_request().temperatures)
     assert cached["gold"].item() == pytest.approx(live["gold"].item(), rel=1e-6, abs=1e-7)
     assert live["gold"].item() > 0.01
 
@@ -233,11 +233,10 @@ def test_loss_before_prepare_is_an_error():
 def test_what_the_teacher_must_provide_follows_the_config():
     """bayesian non-hybrid reads token log-probabilities and top-k rows (a cache serves them); observed and hybrid
     need full logits; a top-k cache without the token logits, or no teacher at all, is a one-line error."""
-    assert (GOLD().teacher_needs, GOLD().topk_needed, GOLD().teacher_token_logprobs) == ("topk_logits", 100, True)
-    assert GOLD(GOLDConfig(temperature=2.0)).teacher_temperatures == (2.0,)
+    assert GOLD().teacher_request() == TeacherRequest("topk_logits", topk=100, temperatures=(1.0,), token_logprobs=True)
+    assert GOLD(GOLDConfig(temperature=2.0)).teacher_request().temperatures == (2.0,)
     for config in ({"merge": "observed"}, {"hybrid": True}):
-        method = GOLD(GOLDConfig(**config))
-        assert (method.teacher_needs, method.topk_needed, method.teacher_token_logprobs) == ("full_logits", 0, False)
+        assert GOLD(GOLDConfig(**config)).teacher_request() == TeacherRequest("full_logits")
     student = place_rows(SPLIT.student, S_ROWS)
     without_tokens = TeacherOutputs(SPLIT.teacher.answer_mask, topk_logits=T_ROWS,
                                     topk_ids=torch.zeros(1, 3, 3, dtype=torch.long), logsumexp=torch.zeros(1, 3))
@@ -251,12 +250,13 @@ def test_what_the_teacher_must_provide_follows_the_config():
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"merge": "mean"}, "merge must be one of bayesian, observed, got 'mean'"),
-    ({"k": 0}, "k must be >= 1"),
-    ({"temperature": 0.0}, "temperature must be > 0"),
-    ({"match": "fuzzy"}, "match must be one of canonical, raw"),
-    ({"beta": 1.5}, r"beta must be in \[0, 1\]"),
-    ({"matched_weight": 0.5}, "set both matched_weight and unmatched_weight"),
+    ({"merge": "mean"}, "^merge='mean': expected one of bayesian, observed$"),
+    ({"k": 0}, "^k=0: expected an integer > 0 and <= 2147483647$"),
+    ({"temperature": 0.0}, "^temperature=0.0: expected a finite number > 0$"),
+    ({"match": "fuzzy"}, "^match='fuzzy': expected one of canonical, raw$"),
+    ({"beta": 1.5}, r"^beta=1.5: expected a finite number in \[0, 1\]$"),
+    ({"matched_weight": 0.5}, r"^matched_weight=0.5: expected a number exactly when unmatched_weight is one \(got "
+                              r"None\); neither: adaptive \|M\|/V_t weights$"),
     ({"lmbda": 0.5}, "unknown config key"),
 ])
 def test_bad_config_is_a_one_line_error(values, message):

@@ -395,15 +395,17 @@ def test_prepare_reuses_the_cached_map(tmp_path, monkeypatch):
 
 def test_registration_and_config():
     assert METHODS.get("mined") is MinED
-    assert MinED.teacher_needs == "full_logits"
+    assert MinED().teacher_request().needs == "full_logits"
     config = MinEDConfig.from_dict({"temperature": 1.0})
     assert (config.ce_weight, config.kd_weight, config.temperature) == (0.5, 0.5, 1.0)
     with pytest.raises(ValueError, match="unknown config key"):
         MinEDConfig.from_dict({"kappa": 0.5})
     assert (MinEDConfig().aligned_tokens, MinEDConfig().dtw_tie_order) == ("inputs", "teacher-first")  # DSKD
-    with pytest.raises(ValueError, match="aligned_tokens must be one of"):
+    with pytest.raises(ValueError, match="^aligned_tokens='outputs': expected one of inputs, targets$"):
         MinEDConfig(aligned_tokens="outputs")
-    with pytest.raises(ValueError, match="dtw_tie_order must be one of"):
+    with pytest.raises(ValueError, match="^dtw_tie_order='random': expected one of teacher-first, student-first$"):
         MinEDConfig(dtw_tie_order="random")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^temperature=0.0: expected a finite number > 0$"):
         MinEDConfig(temperature=0.0)
+    with pytest.raises(ValueError, match=r"^one_hot_logit=-100000.0: expected a number > fill_logit \(-100000.0\)$"):
+        MinEDConfig(one_hot_logit=-1e5)

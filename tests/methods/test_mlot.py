@@ -156,8 +156,8 @@ def test_paper_variant_clips_k_to_the_smaller_vocabulary():
 
 def test_paper_variant_needs_the_teacher_normaliser_at_tau_sd():
     batch, student, teacher = random_case()
-    assert MLOT(PAPER).teacher_temperatures == (1.0, 2.0)
-    assert MLOT(dataclasses.replace(PAPER, sd_temperature=1.0)).teacher_temperatures == (1.0,)
+    assert MLOT(PAPER).teacher_request().temperatures == (1.0, 2.0)
+    assert MLOT(dataclasses.replace(PAPER, sd_temperature=1.0)).teacher_request().temperatures == (1.0,)
     with pytest.raises(ValueError, match=r"no log-normaliser at temperature 2.0 \(it holds \[1.0, 3.0\]\)"):
         run_loss(MLOT(PAPER), batch, student, teacher, cache_k=8, temperatures=[3.0])
 
@@ -192,12 +192,13 @@ def test_paper_variant_offsets_alignment_restricts_had_and_sl_to_identical_spans
 def test_paper_config_and_contract():
     with pytest.raises(ValueError, match="unknown config key"):
         MLOTConfig.from_dict({"lambda": 0.1})
-    with pytest.raises(ValueError, match="k <= teacher_k"):
+    with pytest.raises(ValueError, match=r"^k=60: expected an integer <= teacher_k \(50\)$"):
         MLOTConfig(k=60, teacher_k=50)
     default = MLOTConfig()
     assert (default.k, default.alpha, default.beta, default.gamma) == (50, 0.15, 0.1, 0.1)
     assert (default.sd_temperature, default.sinkhorn_epsilon, default.sinkhorn_iterations) == (2.0, 0.1, 20)
-    assert MLOT.teacher_needs == "topk_logits" and MLOT(MLOTConfig(teacher_k=64)).topk_needed == 64
+    assert MLOT().teacher_request().needs == "topk_logits"
+    assert MLOT(MLOTConfig(teacher_k=64)).teacher_request().topk == 64
 
 
 # --- properties shared by both variants ----------------------------------------------------------------------
@@ -356,9 +357,9 @@ def test_official_rankings_on_a_hand_case_where_they_differ(ranking, had):
 def test_official_config_and_contract():
     with pytest.raises(ValueError, match="unknown config key"):
         MLOTOfficialConfig.from_dict({"alpha": 0.15})
-    with pytest.raises(ValueError, match=r"ranking must be one of \('batch', 'tokenwise', 'sequence'\), got 'row'"):
+    with pytest.raises(ValueError, match="^ranking='row': expected one of batch, tokenwise, sequence$"):
         MLOTOfficialConfig(ranking="row")
     default = MLOTOfficialConfig()
     assert default.ranking == "batch"
     assert (default.k, default.sinkhorn_iterations, default.sd_scale, default.distil_factor) == (50, 10, 0.001, 1.5)
-    assert MLOTOfficial.teacher_needs == "full_logits"
+    assert MLOTOfficial().teacher_request().needs == "full_logits"

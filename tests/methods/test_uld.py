@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from methods.base import TeacherRequest
 from methods.uld import ULD, ULDConfig
 from tests.methods.helpers import answer_logits, make_batch, run_loss, widen
 
@@ -188,14 +189,13 @@ def test_config_and_contract():
     assert ULDConfig.from_dict({"k": 7}).k == 7
     with pytest.raises(ValueError, match="unknown config key"):
         ULDConfig.from_dict({"topk": 7})
-    with pytest.raises(ValueError, match="alignment"):
+    with pytest.raises(ValueError, match="^alignment='dtw': expected one of positional, offsets$"):
         ULDConfig(alignment="dtw")
-    with pytest.raises(ValueError, match=r"mode must be one of \('topk', 'exact'\), got 'full'"):
+    with pytest.raises(ValueError, match="^mode='full': expected one of topk, exact$"):
         ULDConfig(mode="full")
-    assert ULD.teacher_needs == "topk_logits" and ULD.topk_needed == 100
-    topk = ULD(ULDConfig(k=20, temperature=2.0))
-    assert (topk.teacher_needs, topk.topk_needed, topk.teacher_temperatures) == ("topk_logits", 20, (2.0,))
-    exact = ULD(ULDConfig(mode="exact", temperature=2.0))
-    assert (exact.teacher_needs, exact.topk_needed, exact.teacher_temperatures) == ("full_logits", 0, ())
+    assert ULD().teacher_request() == TeacherRequest("topk_logits", topk=100, temperatures=(1.0,))
+    assert ULD(ULDConfig(k=20, temperature=2.0)).teacher_request() == TeacherRequest("topk_logits", topk=20,
+                                                                                     temperatures=(2.0,))
+    assert ULD(ULDConfig(mode="exact", temperature=2.0)).teacher_request() == TeacherRequest("full_logits")
     assert ULDConfig(mode="exact").to_dict()["mode"] == "exact"  # recorded with the method config
     assert ULDConfig().weight == 1.5 and ULDConfig().ce_weight == 1.0 and ULDConfig().alignment == "positional"

@@ -125,7 +125,7 @@ def test_an_empty_exact_set_is_a_one_line_error():
     with pytest.raises(ValueError, match=r"^xtoken loss 'gold': the projection \(wrapper recipe\) has no row of best "
                                          r"weight >= 1.0, so the common set is empty$"):
         xtoken({1: {1: 0.7, 3: 0.3}}, loss="gold")
-    with pytest.raises(ValueError, match="recipe must be one of wrapper, one-step, got 'nightly'"):
+    with pytest.raises(ValueError, match=r"^recipe='nightly': expected one of wrapper, one-step$"):
         XTokenConfig(recipe="nightly")
 
 

@@ -37,6 +37,7 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     pairs, skipped = grid.reachable_pairs()
     for name, reason in skipped.items():
         print(f"skipped pair {name}: {reason}")
+    status = 0
     try:
         for task in run.tasks:
             for pair in pairs:
@@ -45,7 +46,7 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 for name in run.methods:
                     method = grid.method(CellKey(task, pair, name, run.seeds[0]))
                     assert method is not None
-                    where, needs = f"{task}/{pair} {name}", method.teacher_needs
+                    where, needs = f"{task}/{pair} {name}", method.teacher_request().needs
                     if needs == "none":
                         print(f"{where}: needs no teacher signal")
                     elif needs not in CACHED_SIGNALS:
@@ -53,6 +54,9 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
                               f"({' and '.join(CACHED_SIGNALS.values())} only): it runs the teacher live in training")
                     elif method.same_tokenizer_only and not ctx.pair.same_tokenizer:
                         print(f"{where}: needs a pair sharing one tokenizer; {pair} does not")
+                    elif failure := grid.teacher_failure(task, pair):
+                        print(f"{where}: teacher preparation failed: {failure}")
+                        status = 1
                     else:
                         side = teacher_side(ctx, method, grid.teachers, student_tokenizer)
                         entry = (f"{side.teacher.dir} ({side.teacher.size_bytes() / 2**20:.1f} MiB)"
@@ -60,4 +64,4 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
                         print(f"{where}: {CACHED_SIGNALS[needs]} cached for {len(side.examples)} examples: {entry}")
     except DataError as error:
         raise UsageError(str(error)) from None
-    return 0
+    return status

@@ -29,7 +29,7 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
         methods = methods_with_includes(args.include)
         for name in methods.names():
             default = methods.get(name)()  # what the method needs with its default config
-            print(f"{name}\tteacher: {default.teacher_needs}\t{methods.description(name)}")
+            print(f"{name}\tteacher: {default.teacher_request().needs}\t{methods.description(name)}")
     elif args.what == "data":
         from benchmark.data.check import data_table
 

@@ -118,8 +118,12 @@ CASES = [
     run("set-method-huge-int", "--set", "mlot.sinkhorn_iterations=99999999999",
         expected=f"--set mlot.sinkhorn_iterations=99999999999: expected a finite number of magnitude at most "
                  f"{INT_MAX}"),
-    run("set-method-own-check", "--set", "mlot.k=0", expected="--set mlot: need 1 <= k <= teacher_k"),
-    run("set-method-choice", "--set", "mlot.alignment=bogus", expected="alignment must be one of"),
+    run("set-method-declared-check", "--set", "mlot.k=0",
+        expected=f"--set mlot.k=0: expected an integer > 0 and <= {INT_MAX}"),
+    run("set-method-own-check", "--set", "mlot.k=200", expected="--set mlot.k=200: expected an integer <= teacher_k (100)"),
+    run("set-method-choice", "--set", "mlot.alignment=bogus",
+        expected="--set mlot.alignment=bogus: argument --alignment: invalid choice: 'bogus' (choose from "
+                 "'positional', 'offsets')"),
     run("set-method-unknown-field", "--set", "mlot.nope=1", expected="--set mlot.nope=1: unknown field 'nope' of "
                                                                      "method mlot; accepted: k, teacher_k, alpha"),
     run("set-method-topk", "--methods", "mlot", "--set", "mlot.teacher_k=1000",
@@ -180,6 +184,9 @@ CASES = [
         expected="method 'teacher': expected a name of lowercase letters"),
     run("include-not-a-method", "--include", "{plugins}/not_a_method.py",
         expected="expected a subclass of methods.base.Method"),
+    run("include-class-attribute-needs", "--include", "{plugins}/old_needs.py",
+        expected="method 'oldneeds': sets teacher_needs; expected a teacher_request() method returning a "
+                 "methods.base.TeacherRequest"),
     # -- paths ----------------------------------------------------------------------------------------------------
     run("output-is-a-file", "--output", "{afile}",
         expected="--output '{afile}' is not a directory; expected a directory"),
@@ -261,6 +268,7 @@ def _write_plugins(folder: Path) -> None:
         "reserved.py": method + "@METHODS.register('teacher')\nclass Mine(SFT):\n    pass\n",
         "not_a_method.py": "from methods.registry import METHODS\n\n\n@METHODS.register('plain')\n"
                            "class Plain:\n    pass\n",
+        "old_needs.py": method + "@METHODS.register('oldneeds')\nclass Old(SFT):\n    teacher_needs = 'text'\n",
         "notes.txt": "not Python\n",
     }
     folder.mkdir()

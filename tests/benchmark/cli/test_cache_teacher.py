@@ -73,6 +73,6 @@ def test_readme_says_which_teacher_signal_each_method_needs_and_whether_the_cach
     methods = load_methods()
     assert sorted(served) == sorted(methods.names())
     for name in methods.names():
-        needs = methods.get(name)().teacher_needs
+        needs = methods.get(name)().teacher_request().needs
         assert needs in CACHED_SIGNALS or needs in ("none", "full_logits", "hidden_states"), name
         assert served[name].startswith(expected.get(needs, "live")), (name, needs, served[name])

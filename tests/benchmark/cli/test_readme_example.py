@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmark.config import TrainSettings
@@ -10,6 +11,7 @@ from benchmark.engine.harness import train
 from benchmark.engine.prompting import PromptFormat
 from benchmark.models.loading import build_tiny
 from benchmark.run.teacher import LiveTeacher
+from methods.base import TeacherRequest
 from methods.registry import METHODS, include_file, load_methods
 from tests.support.toy_task import ToyTask, toy_examples
 
@@ -25,7 +27,9 @@ def test_readme_method_example_trains(tmp_path):
     if "top1" not in METHODS:
         include_file(source)
     method = METHODS.get("top1")()
-    assert method.teacher_needs == "topk_logits"
+    assert method.teacher_request() == TeacherRequest(needs="topk_logits", topk=1)
+    with pytest.raises(ValueError, match="^weight=-1.0: expected a finite number >= 0$"):
+        method.config_class(weight=-1.0)
     teacher, teacher_tok = build_tiny("qwen2", 1)
     student, student_tok = build_tiny("gpt2", 2)
     task = ToyTask(tmp_path, toy_examples(4, "train"), toy_examples(1, "test"))

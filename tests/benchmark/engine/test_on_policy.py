@@ -11,7 +11,7 @@ from benchmark.engine.on_policy import is_on_policy, sample_answers
 from benchmark.engine.prompting import PromptFormat
 from benchmark.models.loading import build_tiny
 from benchmark.run.teacher import LiveTeacher, TopkCache
-from methods.base import Sampling
+from methods.base import Sampling, TeacherRequest
 from methods.baselines import SFT
 from tests.support.toy_task import ToyTask, toy_examples
 
@@ -20,9 +20,9 @@ class OnPolicySFT(SFT):
     """Cross-entropy on whatever answers the batch holds, half of them the student's own (a harness probe)."""
 
     name = "on-policy-sft"
-    teacher_needs = "full_logits"
-    on_policy_fraction = 0.5
-    sampling = Sampling(max_new_tokens=6)
+    def teacher_request(self) -> TeacherRequest:
+        return TeacherRequest("full_logits", on_policy_fraction=0.5, sampling=Sampling(max_new_tokens=6))
+
     fail_at_call: int | None = None  # raise on this loss call (a crash mid-training)
     calls = 0
 
