@@ -28,12 +28,13 @@ class StoreBuilder:
         peak_memory_mb: float | None = None,
         scores: dict[str, list[float]] | None = None,
         clusters: list[str] | None = None,
+        predictions: list[str] | None = None,
         examples: int = 4,
         run: dict[str, Any] | None = None,
     ) -> Path:
         """A cell; its ``predictions.jsonl`` holds ``scores`` per example (default: every one of ``examples``
-        examples scores the cell's metric value) and ``clusters`` when given (else no cluster field, as in stores
-        written before cluster ids)."""
+        examples scores the cell's metric value), ``clusters`` when given (else no cluster field, as in stores
+        written before cluster ids) and ``predictions`` (default: "p" for every example)."""
         cell_dir = self.root / task / pair / method / f"seed{seed}"
         cell_dir.mkdir(parents=True)
         config = {
@@ -46,7 +47,7 @@ class StoreBuilder:
         n = len(next(iter(scores.values())))
         lines = []
         for i in range(n):
-            record = {"id": f"e{i}", **({"cluster": clusters[i]} if clusters else {}), "prediction": "p",
+            record = {"id": f"e{i}", **({"cluster": clusters[i]} if clusters else {}), "prediction": predictions[i] if predictions else "p",
                       "references": ["r"], **{metric: values[i] for metric, values in scores.items()}}
             lines.append(json.dumps(record) + "\n")
         (cell_dir / "predictions.jsonl").write_text("".join(lines), encoding="utf-8")
