@@ -37,9 +37,10 @@ from tests.leaderboards.conftest import StoreBuilder
 
 EXPERIMENTS = 200
 RESAMPLES = 1000
-# SD of sft's per-seed headline means on the default pair at the smoke budget, seeds 1 2 3 (docs/statistics.md):
-# the mean of the three tasks' SDs, QED 2.9, DialogSum 0.6, FairytaleQA 3.3 points.
-SEED_SD = 2.3
+# Measured: the SD of sft's per-seed F1 on QED, default pair, smoke budget, seeds 1 2 3 (44.64, 40.54, 30.95 over 16
+# examples; docs/statistics.md). On 16 examples it holds the seed × example interaction's share too (425/16 points²
+# of its 49.4); the seed part alone is 4.8. The larger value, taken as the seed effect of a model, is the harder test.
+SEED_SD = 7.0
 
 
 def simulate(rng: np.random.Generator, methods: int, seeds: int, examples: int, clusters: int,

@@ -34,6 +34,8 @@ def test_plan_from_a_one_seed_store_by_hand(store) -> None:
     assert "     10              ≥ 2  " in text
     assert "measured in " in text and ": 4 examples in 4 clusters, 1 seed;" in text
     assert "costs measured: training 20 s per trained cell on average (mlot 20 s, sft 20 s); generation 2.67 s" in text
+    with pytest.raises(ValueError, match="--family must be a positive number of comparisons, got 0"):
+        plan(store.root, ["qed"], 2.0, family=0)
     assert plan(store.root, ["qed"], 2.0, family=12).startswith(
         "qed · p: to detect a difference of 2 points from sft (80 % power, paired test at α = 0.05/12 = 0.0042, "
         "Holm's first step over 12 comparisons,")
