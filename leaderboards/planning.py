@@ -103,8 +103,9 @@ def _block(root: Path, info: TableInfo, cells: list[CellRecord], mde: float, see
     if not spread.seeds_measured:
         lines.append("  at one seed: a lower bound. One seed per cell cannot measure training-seed variance, so each "
                      "row is the fewest examples that could do (no seed effect, all example noise seed × example "
-                     f"interaction, normal quantiles); run {SFT} and a method with 2 or more seeds (--seeds 1 2 3) "
-                     f"for a plan")
+                     f"interaction, normal quantiles), and the real need can be far larger: with few seeds the "
+                     f"seed part alone, tested on k − 1 degrees of freedom, can put a target out of reach at any "
+                     f"number of examples; run {SFT} and a method with 2 or more seeds (--seeds 1 2 3) for a plan")
     train_s, eval_s = _costs(root, cells)
     trained = sorted({c.method for c in cells if c.method not in REFERENCES})
     references = sorted({c.method for c in cells if c.method in REFERENCES})
