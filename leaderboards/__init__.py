@@ -37,7 +37,7 @@ def render_leaderboards(
     scan = data.scan
     if not (scan.cells or scan.failed or scan.skipped or scan.damaged):
         raise ValueError(f"no completed cells under {scan.root} (and no failed cells or skipped pairs to report)")
-    analysis = analyze(scan, config, data.scores)
+    analysis = analyze(scan, config, {key: (data.scores[key], data.texts[key]) for key in data.scores})
     document = build_document(scan, analysis)
     outputs = {
         "leaderboard.csv": leaderboard_csv(scan),

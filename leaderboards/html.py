@@ -262,7 +262,7 @@ def _forest(task: str, comparisons: list[Comparison]) -> list[str]:
     parts += [
         "</svg>",
         f"<figcaption>{html.escape(task)}: difference from sft in points with its 95 % interval; green better, red "
-        "worse, grey not distinguishable after Holm; dashed line: no difference.</figcaption></figure>",
+        "worse, grey not distinguishable after Holm or not marked (paired on one seed); dashed line: no difference.</figcaption></figure>",
     ]
     return parts
 

@@ -33,12 +33,13 @@ def summary_csv(analysis: Analysis) -> str:
 
 
 def vs_sft_csv(analysis: Analysis) -> str:
-    """One row per comparison with sft (headline metric): difference, interval, p before and after Holm, mark and
-    gap share; ``seeds`` lists the paired sft seeds, space-separated."""
+    """One row per comparison with sft (headline metric): difference, interval, p before and after Holm, mark,
+    examples predicted as sft did (``identical``; ``agreement``: the interval is the agreement bound's) and gap
+    share; ``seeds`` lists the paired sft seeds, space-separated."""
     rows = [{**dataclasses.asdict(c), "seeds": " ".join(map(str, c.seeds))} for c in analysis.comparisons]
     frame = pd.DataFrame(rows, columns=[
         "task", "pair", "method", "seeds", "n_examples", "n_clusters", "diff", "ci_low", "ci_high", "p", "p_holm",
-        "mark", "gap", "gap_low", "gap_high", "gap_note",
+        "mark", "identical", "agreement", "gap", "gap_low", "gap_high", "gap_note",
     ])
     frame.insert(frame.columns.get_loc("p_holm") + 1, "holm_family_size", analysis.family_size)
     return _csv(_with_config(_sorted(frame), analysis))

@@ -36,13 +36,17 @@ reaches zero, so ``p < 1 − level`` exactly when the interval excludes zero.
 """
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
-from scipy.stats import norm, rankdata
+from scipy.optimize import brentq
+from scipy.special import ndtr
+from scipy.stats import beta, chi2, norm, rankdata
+from scipy.stats import t as student_t
 
 
 @dataclass(frozen=True)
@@ -305,25 +309,107 @@ def pooled_spread(spreads: Iterable[PairedSpread]) -> PairedSpread:
 
 def z_sum(alpha: float, power: float) -> float:
     """z_{1-alpha/2} + z_{power}: a two-sided test at ``alpha`` detects a true difference this many standard errors
-    large with probability ``power`` (normal approximation)."""
+    large with probability ``power`` under the normal law (a lower bound on the t test's multiple)."""
     return float(norm.ppf(1 - alpha / 2) + norm.ppf(power))
 
 
-def detectable_difference(spread: PairedSpread, n_examples: int, n_seeds: int, alpha: float, power: float) -> float:
-    """The smallest true difference detected with probability ``power`` by a two-sided test at ``alpha``."""
-    return z_sum(alpha, power) * math.sqrt(spread.variance(n_examples, n_seeds))
+@functools.lru_cache(maxsize=256)
+def _chi_nodes(dof: float) -> tuple[np.ndarray, np.ndarray]:
+    """Quadrature of sqrt(χ²_dof / dof), the ratio of an estimated standard error to the true one: the midpoints
+    of equal-probability slices (256 below 8 degrees of freedom, where the law is skewed, 128 above), equal weights;
+    one node at 1 beyond 2,000 degrees of freedom, where the ratio no longer varies."""
+    if dof > 2000:
+        return np.ones(1), np.ones(1)
+    slices = 256 if dof < 8 else 128
+    return np.sqrt(chi2.ppf((np.arange(slices) + 0.5) / slices, dof) / dof), np.full(slices, 1 / slices)
 
 
-def examples_needed(spread: PairedSpread, difference: float, n_seeds: int, alpha: float, power: float) -> float:
-    """Evaluation examples needed to detect ``difference`` with ``n_seeds`` seeds; ``inf`` when the seed part alone
-    is too large, NaN when the spread was measured on one seed and ``n_seeds`` > 1."""
-    target = (difference / z_sum(alpha, power)) ** 2
-    if not spread.seeds_measured:
-        return _whole(spread.example / target) if n_seeds == 1 else math.nan
-    room = target - spread.seed / n_seeds
-    return _whole((spread.example + spread.interaction / n_seeds) / room) if room > 0 else math.inf
+def rejection_rate(difference: float, seed_se: float, cluster_se: float, n_seeds: int, n_clusters: float,
+                   alpha: float) -> float:
+    """How often the paired bootstrap test at ``alpha`` rejects when the true difference is ``difference``, for an
+    estimate whose error has a seed part (standard error ``seed_se``, estimated from k seeds: k−1 degrees of
+    freedom) and a cluster part (``cluster_se``, C−1), normal in both.
+
+    The test's replicates put Student-t tails on each part at its estimated size, so it rejects when |estimate|
+    passes their (1 − α/2) quantile, taken as sqrt((q_s ŝ_s)² + (q_c ŝ_c)²) with q the t quantiles (exact for one
+    part; for two, the tails of the heavier part dominate and the quadratic sum follows them). The rate averages
+    P(|N(difference, seed_se² + cluster_se²)| > that) over the laws of ŝ_s and ŝ_c (scaled χ), by quadrature.
+    With one part this is the power of the t test (the noncentral t law)."""
+    seed_nodes, seed_weights = _chi_nodes(n_seeds - 1) if seed_se > 0 and n_seeds > 1 else (np.zeros(1), np.ones(1))
+    cluster_dof = max(n_clusters - 1, 1.0)
+    cluster_nodes, cluster_weights = _chi_nodes(cluster_dof)
+    seed_q = float(student_t.ppf(1 - alpha / 2, n_seeds - 1)) if n_seeds > 1 else 0.0
+    cluster_q = float(student_t.ppf(1 - alpha / 2, cluster_dof))
+    critical = np.hypot(seed_q * seed_se * seed_nodes[:, None], cluster_q * cluster_se * cluster_nodes[None, :])
+    sigma = math.hypot(seed_se, cluster_se)
+    rejected = ndtr((difference - critical) / sigma) + ndtr((-critical - difference) / sigma)
+    return float((seed_weights[:, None] * cluster_weights[None, :] * rejected).sum())
+
+
+def detectable_difference(spread: PairedSpread, n_examples: int, n_seeds: int, n_clusters: float, alpha: float,
+                          power: float) -> float:
+    """The smallest true difference the marks' test (two-sided, at ``alpha``: Holm's first step α/m) detects with
+    probability ``power`` (:func:`rejection_rate`). With k seeds the seed part's variance is (seed +
+    interaction/n)/k and the cluster part's example/n; with one seed (or a spread measured on one) all of
+    :meth:`PairedSpread.variance` is the cluster part."""
+    if n_seeds > 1 and spread.seeds_measured:
+        seed_se = math.sqrt((spread.seed + spread.interaction / n_examples) / n_seeds)
+        cluster_se = math.sqrt(spread.example / n_examples)
+    else:
+        seed_se, cluster_se = 0.0, math.sqrt(spread.variance(n_examples, n_seeds))
+    if seed_se == 0 and cluster_se == 0:
+        return 0.0
+
+    def shortfall(difference: float) -> float:
+        return rejection_rate(difference, seed_se, cluster_se, n_seeds, n_clusters, alpha) - power
+
+    high = math.hypot(seed_se, cluster_se)
+    while shortfall(high) < 0:
+        high *= 2
+    return float(brentq(shortfall, 0.0, high, xtol=1e-7 * high))
+
+
+def examples_needed(spread: PairedSpread, difference: float, n_seeds: int, clusters_per_example: float, alpha: float,
+                    power: float) -> float:
+    """Evaluation examples needed to detect ``difference`` with ``n_seeds`` seeds (the smallest n whose
+    :func:`detectable_difference` is at most ``difference``; clusters grow with n at the measured
+    ``clusters_per_example``); ``inf`` when no n is enough (the seed part alone is too large, or n would pass
+    10⁹), NaN when the spread was measured on one seed and ``n_seeds`` > 1 (see :func:`examples_lower_bound`)."""
+    if not spread.seeds_measured and n_seeds > 1:
+        return math.nan
+
+    def reached(n: int) -> bool:
+        clusters = max(2.0, n * clusters_per_example)
+        return detectable_difference(spread, n, n_seeds, clusters, alpha, power) <= difference
+
+    if n_seeds > 1 and detectable_difference(spread, math.inf, n_seeds, math.inf, alpha, power) > difference:
+        return math.inf  # the seed part alone, with infinitely many examples, is too large
+    if reached(1):
+        return 1.0
+    low, high = 1, 2  # low is never enough, high is being tested
+    while not reached(high):
+        if high > 10**9:
+            return math.inf
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if reached(middle) else (middle, high)
+    return float(high)
+
+
+def examples_lower_bound(spread: PairedSpread, difference: float, n_seeds: int, alpha: float, power: float) -> float:
+    """From a spread measured on one seed: fewer examples than this cannot detect ``difference`` with ``n_seeds``
+    seeds. One seed measures example + interaction = E; with k seeds the variance is at least E/(n k) (all of E
+    interaction, no seed effect), and the t multiple is at least the normal one."""
+    return _whole(spread.example / (n_seeds * (difference / z_sum(alpha, power)) ** 2))
 
 
 def _whole(examples: float) -> float:
     """The next whole number of examples, ignoring rounding noise (199.99999999999997 is 200)."""
     return float(math.ceil(round(examples, 9)))
+
+
+def agreement_bound(n_units: int, level: float) -> float:
+    """The exact (Clopper–Pearson) upper ``level`` two-sided bound on a rate of disagreement observed 0 times in
+    ``n_units`` independent units: 1 − ((1 − level)/2)^(1/n). 16 of 16 identical allows 20.6 % at 95 %."""
+    return float(beta.ppf(1 - (1 - level) / 2, 1, n_units))

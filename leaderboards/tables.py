@@ -4,8 +4,10 @@ a page (:mod:`leaderboards.html`), so both always show the same numbers.
 Choices:
 - Rows: teacher, untrained, sft, then the other methods by name. Name order (not score order) keeps a method on
   the same row in every task, and a single "by mean" order does not exist when a table has several pairs.
-- Bold: the best mean per pair among student rows (ties all bold), in the direction the metric declares. The teacher is a reference, not a competitor,
-  so it is never bold and has no rank. Higher is better for every metric the suite reports (F1, EM, ROUGE).
+- Bold: the best mean per pair among student rows, in the direction the metric declares, only when one row holds
+  it (a tie is no winner: often the tied rows made the same predictions). The teacher is a reference, not a
+  competitor, so it is never bold and has no rank. Higher is better for every metric the suite reports (F1, EM,
+  ROUGE).
 - A cell reads ``mean [low, high]``: the 95 % interval of :mod:`leaderboards.stats`, one decimal (the intervals
   of any store this suite produces are wider than a tenth of a point).
 - "vs SFT" lists every comparison with its pair, so a row carries its difference, interval, corrected p, mark and
@@ -103,9 +105,14 @@ def _intro(analysis: Analysis) -> tuple[str, ...]:
         f"sft on the same examples and seeds. How to read intervals, marks, the power line and rank ranges: "
         f"`docs/statistics.md`. Every metric's interval is in `summary.csv`, every comparison in `vs_sft.csv`.",
         f"Bootstrap: {config.resamples:,} resamples, seed {config.seed}. Holm family: the "
-        f"{analysis.family_size} comparisons with sft in this leaderboard (every task, pair and method, headline "
-        f"metric), corrected together at α = {config.alpha:.2g}.",
+        f"{analysis.family_size} comparisons with sft in this leaderboard paired on two or more seeds (every task, "
+        f"pair and method, headline metric), corrected together at α = {config.alpha:.2g}; a comparison on one "
+        f"seed gets no mark.",
     ]
+    if not analysis.family_size and analysis.testable:
+        lines[1] = (f"Bootstrap: {config.resamples:,} resamples, seed {config.seed}. No better/worse marks: every "
+                    f"comparison with sft is paired on one seed, which cannot tell a method from its training "
+                    f"seed's luck; run two or more seeds (`--seeds 1 2 3`).")
     smallest_p = 2 / (config.resamples + 1)
     if analysis.family_size and smallest_p * analysis.family_size >= config.alpha:
         lines.append(
@@ -135,7 +142,15 @@ def _task_section(
     lines = [f"Headline metric: `{metric}`; seeds per cell: {seeds}."]
     if seed_counts[-1] == 1:
         lines[0] += " One seed: the intervals cover the sampling of evaluation examples, not training-seed variance."
+    if any(c.one_seed for c in comparisons) or not all(info.rank_ranges for info in infos):
+        lines[0] += (" A comparison paired on one seed gets no better/worse mark and a table with a one-seed trained "
+                     "row no rank ranges: one training run cannot tell a method from its seed's luck; a second seed "
+                     "is needed.")
     lines += [_table_line(info, analysis) for info in infos]
+    lines += [f"{info.pair}: identical predictions on every example{'' if info.power_seeds < 2 else ' and seed'}: "
+              + "; ".join(sorted((" = ".join(ordered_methods(group)) for group in info.identical_groups),
+                                 key=lambda text: method_sort_key(text.split(" = ")[0]))) + "."
+              for info in infos if info.identical_groups]
     lines += [_overlap_line(pair, *values) for pair, values in overlaps.items()]
     if changed:
         lines.append("Trained with settings other than the method's defaults: "
@@ -163,13 +178,22 @@ def _table_line(info: TableInfo, analysis: Analysis) -> str:
         clusters = (f"{info.n_examples} evaluation examples in {info.n_clusters} clusters (cluster ids from "
                     f"{info.cells_with_clusters} of {info.n_cells} cells; examples no cell places count alone)")
     config = analysis.config
+    left_out = (f"; {', '.join(info.identical_to_sft)} scored as sft on every example and "
+                f"{'is' if len(info.identical_to_sft) == 1 else 'are'} left out") if info.identical_to_sft else ""
     if info.spread is None:
-        power = "power: not estimated (needs sft and a trained method on the same examples)"
+        power = "power: not estimated (needs sft and a trained method on the same examples that differs from it)"
+        power += left_out
     else:
         methods = f"{info.spread_methods} methods'" if info.spread_methods > 1 else "1 method's"
+        family = analysis.power_family
         power = (f"power: a true difference from sft of {info.mde:.1f} points is detected with {config.power:.0%} "
-                 f"power at α = {config.alpha:.2g} (spread of {methods} paired differences, {info.power_examples} "
-                 f"examples, {info.power_seeds} seed{'s' if info.power_seeds > 1 else ''})").replace("%", " %")
+                 f"power by the paired test at α = {config.alpha:.2g}/{family} = {info.power_alpha:.2g} (Holm's "
+                 f"first step over {family} comparisons) with t quantiles (spread of {methods} paired "
+                 f"differences{left_out}; {info.power_examples} examples in {info.power_clusters} clusters, "
+                 f"{info.power_seeds} seed{'s' if info.power_seeds > 1 else ''})").replace("%", " %")
+        if info.power_seeds == 1:
+            power += ("; at one seed: a lower bound (training-seed variance is not measured and adds to it; no marks "
+                      "are given at one seed)")
     return f"{info.pair}: {clusters}; {power}."
 
 
@@ -185,8 +209,11 @@ def _score_table(
     task: str, pairs: list[str], methods: list[str], cells: dict[tuple[str, str], CellStats], higher_is_better: bool
 ) -> Table:
     pick = max if higher_is_better else min
-    best = {pair: pick((s.mean for (p, m), s in cells.items() if p == pair and m != TEACHER), default=None)
-            for pair in pairs}
+    best = {}
+    for pair in pairs:
+        means = [s.mean for (p, m), s in cells.items() if p == pair and m != TEACHER]
+        top = pick(means, default=None)
+        best[pair] = top if means.count(top) == 1 else None  # a tie is no winner: no bold
     rows = []
     for method in methods:
         row = [Cell(method, method)]
@@ -205,7 +232,7 @@ def _score_table(
 def _rank_table(
     task: str, pairs: list[str], methods: list[str], cells: dict[tuple[str, str], CellStats]
 ) -> Table:
-    rows = []
+    rows, notes = [], []
     for method in methods:
         if method == TEACHER:
             continue
@@ -214,12 +241,16 @@ def _rank_table(
             stats = cells.get((pair, method))
             if stats is None or stats.rank is None:
                 row.append(Cell(MISSING))
+            elif stats.rank_low is None:
+                row.append(Cell(f"{stats.rank} ({MISSING}¹)", stats.rank))
+                notes = ["¹ a trained row of this pair has one seed: no rank range (a second seed is needed to tell a "
+                         "method from its training seed's luck)."]
             else:
                 row.append(Cell(f"{stats.rank} ({stats.rank_low}–{stats.rank_high})", stats.rank))
         rows.append(tuple(row))
     intro = ("Rank among the student rows by mean (1 = best, ties share a rank) and, in brackets, the range that "
              "holds 95 % of the ranks over bootstrap replicates of the whole table.")
-    return Table(f"{task} — rank ranges", intro, ("method", *pairs), tuple(rows))
+    return Table(f"{task} — rank ranges", intro, ("method", *pairs), tuple(rows), tuple(notes))
 
 
 def _vs_sft_table(task: str, comparisons: list[Comparison], analysis: Analysis,
@@ -233,27 +264,40 @@ def _vs_sft_table(task: str, comparisons: list[Comparison], analysis: Analysis,
         return str(notes.index(text) + 1).translate(_SUPERSCRIPT)
 
     rows = []
+    level = f"{analysis.config.level:.0%}".replace("%", " %")
     for c in sorted(comparisons, key=lambda c: (c.pair, method_sort_key(c.method))):
         label = (Cell(labels.get(c.pair, c.pair), c.pair), Cell(c.method, c.method))
         if math.isnan(c.p):
             rows.append((*label, Cell(f"{MISSING}{footnote(f'{c.pair} · {c.method}: no seed in common with sft.')}"),
-                         Cell(MISSING), Cell(MISSING), Cell(MISSING)))
+                         Cell(MISSING), Cell(MISSING), Cell(MISSING), Cell(MISSING)))
             continue
-        difference = Cell(f"{c.diff:+.1f} [{c.ci_low:+.1f}, {c.ci_high:+.1f}]", c.diff, (c.diff, c.ci_low, c.ci_high))
+        text = f"{c.diff:+.1f} [{c.ci_low:+.1f}, {c.ci_high:+.1f}]"
+        if c.agreement:
+            text += footnote(f"scored as sft on every example: the interval is the exact binomial {level} bound "
+                             f"on the share of examples that could differ, times the metric's range (`docs/statistics.md`).")
+        difference = Cell(text, c.diff, (c.diff, c.ci_low, c.ci_high))
+        mark = Cell(f"{MISSING}{footnote(_ONE_SEED)}") if c.one_seed else Cell(c.mark, c.mark)
         if c.gap_note:
             gap = Cell(f"{MISSING}{footnote(_gap_reason(c, teacher.get(c.pair)))}")
         else:
             gap = Cell(f"{100 * c.gap:.1f} % [{100 * c.gap_low:.1f}, {100 * c.gap_high:.1f}]", c.gap)
-        rows.append((*label, difference, Cell(format_p(c.p_holm), c.p_holm), Cell(c.mark, c.mark), gap))
+        same = Cell(f"{c.identical}/{c.n_examples}", c.identical / c.n_examples)
+        rows.append((*label, difference, Cell(format_p(c.p_holm), c.p_holm), mark, same, gap))
     alpha = f"{analysis.config.alpha:.2g}"
     intro = (f"Difference from sft in points on the same examples and seeds, with its 95 % interval; p from a paired "
-             f"bootstrap test, Holm-corrected over the leaderboard's {analysis.family_size} comparisons; mark at "
-             f"α = {alpha} after correction: better, worse, or n.d. (not distinguishable from sft). Gap closed = "
-             f"(method − sft) / (teacher − sft) with its interval from the same bootstrap, only where the teacher "
-             f"is significantly above sft.")
-    header = ("pair", "method", "Δ vs sft [95 % interval]", "p (Holm)", "mark", "gap closed [95 % interval]")
+             f"bootstrap test, Holm-corrected over the leaderboard's {analysis.family_size} comparisons paired on two "
+             f"or more seeds; mark at α = {alpha} after correction: better, worse, or n.d. (not distinguishable from "
+             f"sft). \"identical to sft\": examples on which the row made sft's prediction on every paired seed. Gap "
+             f"closed = (method − sft) / (teacher − sft) with its interval from the same bootstrap, only where the "
+             f"teacher is significantly above sft.")
+    header = ("pair", "method", "Δ vs sft [95 % interval]", "p (Holm)", "mark", "identical to sft",
+              "gap closed [95 % interval]")
     notes_text = tuple(f"{str(i).translate(_SUPERSCRIPT)} {note}" for i, note in enumerate(notes, start=1))
     return Table(f"{task} — vs SFT", intro, header, tuple(rows), notes_text, label_columns=2, bars="difference")
+
+
+_ONE_SEED = ("paired on one seed: no mark, a second seed is needed (one training run cannot tell a method from its "
+             "seed's luck).")
 
 
 def _gap_reason(comparison: Comparison, teacher: Comparison | None) -> str:
@@ -262,6 +306,9 @@ def _gap_reason(comparison: Comparison, teacher: Comparison | None) -> str:
         return "the teacher row defines the gap."
     if comparison.gap_note == "no-teacher" or teacher is None:
         return f"{where}: no teacher row, so no gap to close."
+    if comparison.gap_note == "one-seed":
+        return (f"{where}: paired on one seed, so whether the teacher is above sft, and the share, would leave out "
+                f"training-seed variance; a second seed is needed.")
     if comparison.gap_note == "teacher-not-above":
         verdict = "significantly below" if teacher.mark == "worse" else "not significantly above"
         p = format_p(teacher.p_holm)

@@ -34,8 +34,8 @@ class StoreBuilder:
         train_log: list[dict[str, Any]] | None = None,
     ) -> Path:
         """A cell; its ``predictions.jsonl`` holds ``scores`` per example (default: every one of ``examples``
-        examples scores the cell's metric value) and ``clusters`` when given (else no cluster field, as in stores
-        written before cluster ids); ``predictions`` per example (default "p"); ``train_log`` as its lines."""
+        examples scores the cell's metric value), ``clusters`` when given (else no cluster field, as in stores
+        written before cluster ids), ``predictions`` per example (default "p") and ``train_log`` as its lines."""
         cell_dir = self.root / task / pair / method / f"seed{seed}"
         cell_dir.mkdir(parents=True)
         config = {

@@ -3,10 +3,13 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import ttest_ind
+from scipy.optimize import brentq
+from scipy.stats import nct, ttest_ind
+from scipy.stats import t as student_t
 
 from benchmark.store import StoreError, scan_store
 from leaderboards.analysis import analyze
+from leaderboards.stats import bootstrap_means, draw_clusters, percentile_interval
 from leaderboards.render import markdown
 from leaderboards.tables import build_document
 
@@ -17,14 +20,20 @@ def scored(store, method: str, values: list[float], seed: int = 1, **kwargs) -> 
     store.cell("qed", "p", method, seed, {"f1": float(np.mean(values))}, scores={"f1": values}, **kwargs)
 
 
+def two_seeds(store, method: str, values: list[float], **kwargs) -> None:
+    """The same scores on seeds 1 and 2: a method compared on two seeds with no seed-to-seed spread."""
+    for seed in (1, 2):
+        scored(store, method, values, seed, **kwargs)
+
+
 def by_method(analysis) -> dict[str, object]:
     return {c.method: c for c in analysis.comparisons}
 
 
 def test_paired_test_finds_a_difference_an_unpaired_comparison_misses(store) -> None:
-    """mlot beats sft by 4-6 points on every one of 8 examples whose difficulty spans 10-90 points."""
-    scored(store, "sft", SFT_SCORES)
-    scored(store, "mlot", [s + d for s, d in zip(SFT_SCORES, [4, 6, 5, 5, 4, 6, 5, 5])])
+    """mlot beats sft by 4-6 points on every one of 8 examples whose difficulty spans 10-90 points (two seeds)."""
+    two_seeds(store, "sft", SFT_SCORES)
+    two_seeds(store, "mlot", [s + d for s, d in zip(SFT_SCORES, [4, 6, 5, 5, 4, 6, 5, 5])])
     analysis = analyze(scan_store(store.root))
     mlot = by_method(analysis)["mlot"]
     assert mlot.diff == pytest.approx(5.0) and mlot.ci_low > 3.5 and mlot.ci_high < 6.5
@@ -37,19 +46,33 @@ def test_paired_test_finds_a_difference_an_unpaired_comparison_misses(store) -> 
 
 def test_power_line_by_hand(store) -> None:
     """Paired differences 1, 3, 5, 7 (each example its own cluster, one seed): n * Var(mean) = 4/3 * 20 / 4,
-    Var(mean) = 5/3, MDE = (1.95996 + 0.84162) * sqrt(5/3) = 3.617."""
+    Var(mean) = 5/3; one comparison, so α = 0.05; a t test on 3 degrees of freedom reaches 80 % power at
+    δ = 4.2559 standard errors (noncentral t), MDE = 4.2559 * sqrt(5/3) = 5.49. uld made sft's scores exactly: it
+    is left out of the spread (with it, the pooled variance would halve) and named; it is one more comparison."""
     scored(store, "sft", [50.0, 50.0, 50.0, 50.0])
     scored(store, "mlot", [51.0, 53.0, 55.0, 57.0])
     (info,) = analyze(scan_store(store.root)).tables
-    assert info.mde == pytest.approx(2.801585 * math.sqrt(5 / 3), rel=1e-5)
-    assert (info.power_examples, info.power_seeds, info.spread_methods) == (4, 1, 1)
-    assert "power: a true difference from sft of 3.6 points" in markdown(build_document(scan_store(store.root),
-                                                                                         analyze(scan_store(store.root))))
+    critical = student_t.ppf(0.975, 3)
+    # (scipy's noncentral t cdf is NaN far in its lower tail, where it is 0)
+    delta = brentq(lambda d: nct.sf(critical, 3, d) + np.nan_to_num(nct.cdf(-critical, 3, d)) - 0.8, 0.0, 10.0)
+    assert delta == pytest.approx(4.2559, abs=1e-4)
+    assert info.mde == pytest.approx(delta * math.sqrt(5 / 3), rel=3e-4)
+    assert (info.power_examples, info.power_seeds, info.spread_methods, info.power_alpha) == pytest.approx((4, 1, 1, 0.05))
+    scored(store, "uld", [50.0, 50.0, 50.0, 50.0])
+    scan = scan_store(store.root)
+    analysis = analyze(scan)
+    (info,) = analysis.tables
+    assert (info.spread_methods, info.identical_to_sft) == (1, ("uld",)) and info.power_alpha == pytest.approx(0.025)
+    text = markdown(build_document(scan, analysis))
+    assert (f"power: a true difference from sft of {info.mde:.1f} points is detected with 80 % power by the paired "
+            f"test at α = 0.05/2 = 0.025 (Holm's first step over 2 comparisons) with t quantiles (spread of 1 "
+            f"method's paired differences; uld scored as sft on every example and is left out; 4 examples in 4 "
+            f"clusters, 1 seed); at one seed: a lower bound") in text
 
 
 def test_gap_closed_is_defined_only_when_the_teacher_is_significantly_above_sft(store) -> None:
-    scored(store, "sft", SFT_SCORES)
-    scored(store, "mlot", [s + 5 for s in SFT_SCORES])
+    two_seeds(store, "sft", SFT_SCORES)
+    two_seeds(store, "mlot", [s + 5 for s in SFT_SCORES])
     scored(store, "teacher", [s + 10 for s in SFT_SCORES], seed=0)
     mlot = by_method(analyze(scan_store(store.root)))["mlot"]
     assert (mlot.gap, mlot.gap_low, mlot.gap_high, mlot.gap_note) == (0.5, 0.5, 0.5, "")
@@ -63,8 +86,8 @@ def test_gap_closed_is_defined_only_when_the_teacher_is_significantly_above_sft(
      "p: the teacher is significantly below sft (-3.0 [-3.0, -3.0], Holm p <0.001), so there is no gap to close."),
 ])
 def test_undefined_gap_closed_is_a_dash_with_its_reason(store, teacher, note, footnote) -> None:
-    scored(store, "sft", SFT_SCORES)
-    scored(store, "mlot", [s + 5 for s in SFT_SCORES])
+    two_seeds(store, "sft", SFT_SCORES)
+    two_seeds(store, "mlot", [s + 5 for s in SFT_SCORES])
     if teacher is not None:
         scored(store, "teacher", teacher, seed=0)
     scan = scan_store(store.root)
@@ -72,7 +95,7 @@ def test_undefined_gap_closed_is_a_dash_with_its_reason(store, teacher, note, fo
     mlot = by_method(analysis)["mlot"]
     assert math.isnan(mlot.gap) and mlot.gap_note == note
     text = markdown(build_document(scan, analysis))
-    assert "| p | mlot | +5.0 [+5.0, +5.0] | " in text and " | better | –" in text
+    assert "| p | mlot | +5.0 [+5.0, +5.0] | " in text and " | better | 8/8 | –" in text
     assert "% [" not in text  # no share anywhere
     assert footnote in text
 
@@ -89,7 +112,7 @@ def test_reference_rows_pair_with_every_sft_seed_and_methods_need_a_common_seed(
     assert comparisons["uld"].seeds == () and math.isnan(comparisons["uld"].p)
     assert analysis.family_size == 1  # the comparison that cannot be made is not tested
     text = markdown(build_document(scan, analysis))
-    assert "| p | uld | –² | – | – | – |" in text and "² p · uld: no seed in common with sft." in text
+    assert "| p | uld | –² | – | – | – | – |" in text and "² p · uld: no seed in common with sft." in text
 
 
 def test_clusters_come_from_the_predictions(store) -> None:
@@ -130,8 +153,56 @@ def test_missing_or_broken_predictions_are_store_errors(store) -> None:
 def test_rank_ranges_cover_the_observed_rank(store) -> None:
     rng = np.random.default_rng(0)
     for method, shift in (("sft", 0.0), ("mlot", 3.0), ("uld", 0.5), ("seqkd", -6.0)):
-        scored(store, method, list(np.clip(np.array(SFT_SCORES * 5) + shift + rng.normal(0, 8, 40), 0, 100)))
+        two_seeds(store, method, list(np.clip(np.array(SFT_SCORES * 5) + shift + rng.normal(0, 8, 40), 0, 100)))
     cells = {c.method: c for c in analyze(scan_store(store.root)).cells}
     assert cells["seqkd"].rank == 4 and cells["mlot"].rank == 1
     for stats in cells.values():
         assert stats.rank_low <= stats.rank <= stats.rank_high
+
+
+def test_identical_predictions_are_named_and_their_interval_is_the_agreement_bound(store) -> None:
+    """mined and mlot made sft's 8 predictions; uld shares 5 of them; seqkd and gkd made the same predictions as each
+    other, not as sft."""
+    own = [f"sft{i}" for i in range(8)]
+    scored(store, "sft", SFT_SCORES, predictions=own)
+    scored(store, "mined", SFT_SCORES, predictions=own)
+    scored(store, "mlot", SFT_SCORES, predictions=own)
+    scored(store, "uld", SFT_SCORES[:5] + [0.0, 0.0, 0.0], predictions=own[:5] + ["u"] * 3)
+    scored(store, "seqkd", [s + 1 for s in SFT_SCORES], predictions=[f"k{i}" for i in range(8)])
+    scored(store, "gkd", [s + 1 for s in SFT_SCORES], predictions=[f"k{i}" for i in range(8)])
+    scan = scan_store(store.root)
+    analysis = analyze(scan)
+    comparisons = by_method(analysis)
+    bound = 100 * (1 - 0.025 ** (1 / 8))  # exact binomial: 0 disagreements in 8 clusters
+    mined = comparisons["mined"]
+    assert (mined.diff, mined.identical, mined.agreement) == (0.0, 8, True)
+    assert (mined.ci_low, mined.ci_high) == (pytest.approx(-bound), pytest.approx(bound))
+    assert (comparisons["uld"].identical, comparisons["uld"].agreement, comparisons["seqkd"].identical) == (5, False, 0)
+    (info,) = analysis.tables
+    assert info.identical_to_sft == ("mined", "mlot") and info.spread_methods == 3  # gkd, seqkd, uld
+    assert sorted(map(sorted, info.identical_groups)) == [["gkd", "seqkd"], ["mined", "mlot", "sft"]]
+    text = markdown(build_document(scan, analysis))
+    assert "- p: identical predictions on every example: sft = mined = mlot; gkd = seqkd." in text
+    assert f"| p | mined | +0.0 [{-bound:+.1f}, {bound:+.1f}]³ | – | –¹ | 8/8 | –² |" in text
+    assert "| p | uld | -20.0 [" in text and " | 5/8 | " in text and "| p | seqkd | +1.0 [+1.0, +1.0] | – | –¹ | 0/8 |" in text
+    assert "³ scored as sft on every example: the interval is the exact binomial 95 % bound" in text
+    # gkd and seqkd tie for the best mean: neither is bold.
+    assert "**" not in text.split("## qed")[1].split("### qed — rank ranges")[0]
+
+
+def test_intervals_stay_inside_the_metric_range(store) -> None:
+    """Seven of eight examples score 0: the resampled mean, with its t tails, reaches below 0 in more than 2.5 % of
+    replicates, so the raw percentile interval leaves the range; the leaderboard's stops at 0 (and a difference's at
+    -100)."""
+    scores = [0.0] * 7 + [100.0]
+    scored(store, "sft", scores)
+    scored(store, "mlot", [100.0] * 7 + [0.0])
+    raw = bootstrap_means(np.array([[scores]]), np.arange(8), draw_clusters(np.random.default_rng(0), 8, 10_000),
+                          None).draws
+    assert percentile_interval(raw, 0.95)[0][0] < 0
+    analysis = analyze(scan_store(store.root))
+    cells = {c.method: c for c in analysis.cells}
+    assert cells["sft"].ci_low == 0.0 and cells["mlot"].ci_high == 100.0
+    assert all(0.0 <= c.ci_low <= c.mean <= c.ci_high <= 100.0 for c in analysis.cells)
+    mlot = by_method(analysis)["mlot"]
+    assert -100.0 <= mlot.ci_low <= mlot.diff <= mlot.ci_high <= 100.0

@@ -44,19 +44,21 @@ def build_grid(store) -> None:
 
 VS_SFT_INTRO = (
     "Difference from sft in points on the same examples and seeds, with its 95 % interval; p from a paired "
-    "bootstrap test, Holm-corrected over the leaderboard's 9 comparisons; mark at α = 0.05 after correction: better, "
-    "worse, or n.d. (not distinguishable from sft). Gap closed = (method − sft) / (teacher − sft) with its interval "
-    "from the same bootstrap, only where the teacher is significantly above sft."
+    "bootstrap test, Holm-corrected over the leaderboard's 6 comparisons paired on two or more seeds; mark at "
+    "α = 0.05 after correction: better, worse, or n.d. (not distinguishable from sft). \"identical to sft\": "
+    "examples on which the row made sft's prediction on every paired seed. Gap closed = (method − sft) / "
+    "(teacher − sft) with its interval from the same bootstrap, only where the teacher is significantly above sft."
 )
 
-# Holm: the four comparisons without any spread (qwen teacher, untrained, mlot; dialogsum mlot) share the
-# smallest p-value, 2/10001, adjusted to 9 * 2/10001 = 0.0018.
+# One seed everywhere: no marks, no rank ranges, no gap shares; the teacher scored as sft on every example, so
+# its interval is the agreement bound over 2 clusters: 100 * (1 - 0.025 ** (1 / 2)) = 84.2.
 EXPECTED_DIALOGSUM = f"""\
 ## dialogsum
 
-Headline metric: `rougeL`; seeds per cell: 1. One seed: the intervals cover the sampling of evaluation examples, not training-seed variance.
+Headline metric: `rougeL`; seeds per cell: 1. One seed: the intervals cover the sampling of evaluation examples, not training-seed variance. A comparison paired on one seed gets no better/worse mark and a table with a one-seed trained row no rank ranges: one training run cannot tell a method from its seed's luck; a second seed is needed.
 
-- gemma-smollm: 4 evaluation examples in 2 clusters; power: a true difference from sft of 0.0 points is detected with 80 % power at α = 0.05 (spread of 1 method's paired differences, 4 examples, 1 seed).
+- gemma-smollm: 4 evaluation examples in 2 clusters; power: a true difference from sft of 0.0 points is detected with 80 % power by the paired test at α = 0.05/6 = 0.0083 (Holm's first step over 6 comparisons) with t quantiles (spread of 1 method's paired differences; 4 examples in 2 clusters, 1 seed); at one seed: a lower bound (training-seed variance is not measured and adds to it; no marks are given at one seed).
+- gemma-smollm: identical predictions on every example: teacher = sft = mlot.
 
 | method | gemma-smollm |
 | --- | ---: |
@@ -70,20 +72,24 @@ Rank among the student rows by mean (1 = best, ties share a rank) and, in bracke
 
 | method | gemma-smollm |
 | --- | ---: |
-| sft | 2 (2–2) |
-| mlot | 1 (1–1) |
+| sft | 2 (–¹) |
+| mlot | 1 (–¹) |
+
+¹ a trained row of this pair has one seed: no rank range (a second seed is needed to tell a method from its training seed's luck).
 
 ### dialogsum — vs SFT
 
 {VS_SFT_INTRO}
 
-| pair | method | Δ vs sft [95 % interval] | p (Holm) | mark | gap closed [95 % interval] |
-| --- | --- | ---: | ---: | ---: | ---: |
-| gemma-smollm | teacher | +0.0 [+0.0, +0.0] | 1.00 | n.d. | –¹ |
-| gemma-smollm | mlot | +2.0 [+2.0, +2.0] | 0.002 | better | –² |
+| pair | method | Δ vs sft [95 % interval] | p (Holm) | mark | identical to sft | gap closed [95 % interval] |
+| --- | --- | ---: | ---: | ---: | ---: | ---: |
+| gemma-smollm | teacher | +0.0 [-84.2, +84.2]¹ | – | –² | 4/4 | –³ |
+| gemma-smollm | mlot | +2.0 [+2.0, +2.0] | – | –² | 4/4 | –⁴ |
 
-¹ the teacher row defines the gap.
-² gemma-smollm: the teacher is not significantly above sft (+0.0 [+0.0, +0.0], Holm p = 1.00), so there is no gap to close.
+¹ scored as sft on every example: the interval is the exact binomial 95 % bound on the share of examples that could differ, times the metric's range (`docs/statistics.md`).
+² paired on one seed: no mark, a second seed is needed (one training run cannot tell a method from its seed's luck).
+³ the teacher row defines the gap.
+⁴ gemma-smollm: paired on one seed, so whether the teacher is above sft, and the share, would leave out training-seed variance; a second seed is needed.
 
 ### dialogsum — cost
 
@@ -135,8 +141,9 @@ def grid(tmp_path_factory):
 def test_markdown_header_records_the_resampling_and_the_family(grid) -> None:
     markdown_text = grid[1]["md"]
     assert markdown_text.startswith("# CTKD-Bench leaderboard\n\nEach cell is the task's headline metric")
-    assert ("Bootstrap: 10,000 resamples, seed 20240611. Holm family: the 9 comparisons with sft in this "
-            "leaderboard (every task, pair and method, headline metric), corrected together at α = 0.05.") in markdown_text
+    assert ("Bootstrap: 10,000 resamples, seed 20240611. Holm family: the 6 comparisons with sft in this "
+            "leaderboard paired on two or more seeds (every task, pair and method, headline metric), corrected "
+            "together at α = 0.05; a comparison on one seed gets no mark.") in markdown_text
 
 
 def test_markdown_single_seed_section_by_hand(grid) -> None:
@@ -149,7 +156,7 @@ def test_markdown_three_seed_section_matches_the_csv_files(grid) -> None:
     _, outputs = grid
     markdown_text = outputs["md"]
     section = markdown_text[markdown_text.index("## qed"):markdown_text.index("## Failed cells")]
-    assert "Headline metric: `f1`; seeds per cell: 1–3.\n" in section
+    assert "Headline metric: `f1`; seeds per cell: 1–3. A comparison paired on one seed gets no better/worse" in section
     assert ("- gemma-smollm: 4 evaluation examples, each its own cluster (this store records no cluster ids: it was "
             "written before they were); power: a true difference from sft of ") in section
     summary = {(r["pair"], r["method"]): r for r in rows(outputs["summary"]) if r["metric"] == "f1"}
@@ -165,22 +172,29 @@ def test_markdown_three_seed_section_matches_the_csv_files(grid) -> None:
     expected_row = (f"| gemma-smollm | mlot | +5.0 [{float(mlot['ci_low']):+.1f}, {float(mlot['ci_high']):+.1f}] | ")
     assert expected_row in section
     qwen_mlot = comparisons[QWEN, "mlot"]
-    assert (qwen_mlot["seeds"], qwen_mlot["diff"], qwen_mlot["mark"]) == ("1", "3.0", "better")  # sft seed 1 only
-    # Gap shares where the teacher is significantly above sft: 3 / 7 for qwen (no spread anywhere: exact).
-    assert "| qwen-smollm | mlot | +3.0 [+3.0, +3.0] | 0.002 | better | 42.9 % [42.9, 42.9] |" in section
-    assert "| qwen-smollm | untrained | -42.5 [-42.5, -42.5] | 0.002 | worse | -607.1 % [-607.1, -607.1] |" in section
-    assert "### qed — rank ranges" in section and re.search(r"\| untrained \| 4 \(4–4\) \| 3 \(3–3\) \|", section)
+    # Paired with sft on seed 1 only: no mark and no gap share, each with its footnote.
+    assert (qwen_mlot["seeds"], qwen_mlot["diff"], qwen_mlot["mark"], qwen_mlot["p_holm"]) == ("1", "3.0", "", "nan")
+    assert "| qwen-smollm | mlot | +3.0 [+3.0, +3.0] | – | –² | 4/4 | –³ |" in section
+    assert "² paired on one seed: no mark, a second seed is needed" in section
+    # The reference rows pair with sft's three seeds: marked, and gap shares where the teacher is above sft.
+    assert "| qwen-smollm | untrained | -42.5 [-42.5, -42.5] | 0.001 | worse | 4/4 | -607.1 % [-607.1, -607.1] |" in section
+    assert "| gemma-smollm | mlot | +5.0 [" in section and "| better | 4/4 | 27.8 % [" in section
+    # Rank ranges only where every trained row has two or more seeds (gemma), not for qwen (mlot on one seed).
+    assert "### qed — rank ranges" in section and re.search(r"\| untrained \| 4 \(4–4\) \| 3 \(–¹\) \|", section)
 
 
-def test_teacher_is_never_bold_and_ties_are_all_bold(store) -> None:
+def test_teacher_is_never_bold_and_a_tie_is_not_bold(store) -> None:
     store.cell("qed", "p", "teacher", 0, {"f1": 80.0})
     store.cell("qed", "p", "mlot", 1, {"f1": 50.0})
     store.cell("qed", "p", "uld", 1, {"f1": 50.0})
     markdown_text = texts(store.root)["md"]
     assert "| teacher | 80.0 [80.0, 80.0] |" in markdown_text
-    assert "| mlot | **50.0 [50.0, 50.0]** |" in markdown_text and "| uld | **50.0 [50.0, 50.0]** |" in markdown_text
+    assert "| mlot | 50.0 [50.0, 50.0] |" in markdown_text and "| uld | 50.0 [50.0, 50.0] |" in markdown_text
+    assert "**" not in markdown_text.split("## qed")[1]
     assert "— vs SFT" not in markdown_text  # no sft row, no comparisons
-    assert "power: not estimated (needs sft and a trained method on the same examples)" in markdown_text
+    assert "power: not estimated (needs sft and a trained method on the same examples that differs" in markdown_text
+    store.cell("qed", "p", "seqkd", 1, {"f1": 51.0})
+    assert "| seqkd | **51.0 [51.0, 51.0]** |" in texts(store.root)["md"]  # one best row: bold
 
 
 def test_leaderboard_csv_is_long_and_exact(store) -> None:
@@ -222,14 +236,18 @@ def test_vs_sft_csv_records_both_p_values_and_the_resampling(grid) -> None:
     by_key = {(r["task"], r["pair"], r["method"]): r for r in rows(grid[1]["vs_sft"])}
     assert list(next(iter(by_key.values()))) == [
         "task", "pair", "method", "seeds", "n_examples", "n_clusters", "diff", "ci_low", "ci_high", "p", "p_holm",
-        "holm_family_size", "mark", "gap", "gap_low", "gap_high", "gap_note", "ci_level", "bootstrap_resamples",
-        "bootstrap_seed"]
-    teacher = by_key["dialogsum", GEMMA, "teacher"]
-    assert (teacher["diff"], teacher["p"], teacher["p_holm"], teacher["mark"]) == ("0.0", "1.0", "1.0", "n.d.")
+        "holm_family_size", "mark", "identical", "agreement", "gap", "gap_low", "gap_high", "gap_note", "ci_level",
+        "bootstrap_resamples", "bootstrap_seed"]
+    teacher = by_key["dialogsum", GEMMA, "teacher"]  # one sft seed: outside the family, no mark
+    assert (teacher["diff"], teacher["p"], teacher["p_holm"], teacher["mark"]) == ("0.0", "1.0", "nan", "")
+    assert (teacher["agreement"], float(teacher["ci_high"])) == ("True", pytest.approx(100 * (1 - 0.025 ** 0.5)))
     mlot = by_key["dialogsum", GEMMA, "mlot"]
-    assert float(mlot["p"]) == pytest.approx(2 / 10_001) and float(mlot["p_holm"]) == pytest.approx(9 * 2 / 10_001)
-    assert (mlot["gap"], mlot["gap_note"], mlot["holm_family_size"]) == ("nan", "teacher-not-above", "9")
-    assert by_key["qed", QWEN, "mlot"]["gap"] == str(3 / 7)
+    assert float(mlot["p"]) == pytest.approx(2 / 10_001) and mlot["p_holm"] == "nan"
+    assert (mlot["gap"], mlot["gap_note"], mlot["holm_family_size"], mlot["agreement"]) == ("nan", "one-seed", "6",
+                                                                                            "False")
+    # Holm over the six three-seed comparisons; qwen's reference rows have no spread: p = 2/10001, 6 * that.
+    assert float(by_key["qed", QWEN, "teacher"]["p_holm"]) == pytest.approx(6 * 2 / 10_001)
+    assert by_key["qed", GEMMA, "mlot"]["gap"] == str(5 / 18)
 
 
 def test_unfinished_cells_are_ignored(grid) -> None:

@@ -3,16 +3,20 @@ import math
 
 import numpy as np
 import pytest
+from scipy.optimize import brentq
+from scipy.stats import nct
 from scipy.stats import t as student_t
 
 from leaderboards.stats import (
     BootstrapConfig,
     ClusterDraws,
     PairedSpread,
+    agreement_bound,
     bootstrap_means,
     bootstrap_p_value,
     detectable_difference,
     draw_clusters,
+    examples_lower_bound,
     examples_needed,
     generator,
     holm,
@@ -20,6 +24,7 @@ from leaderboards.stats import (
     percentile_interval,
     pooled_spread,
     rank_ranges,
+    rejection_rate,
     seed_multipliers,
     z_sum,
 )
@@ -179,20 +184,54 @@ def test_rank_ranges_by_hand() -> None:
     assert list(rank_ranges(estimate, draws, 0.99)[2]) == [3, 2, 3]
 
 
+def noncentral_t_multiple(alpha: float, power: float, dof: float) -> float:
+    """The reference, from the definition: the δ at which a two-sided t test rejects with probability ``power``."""
+    return brentq(lambda d: t_power(alpha, dof, d) - power, 0.0, 100.0)
+
+
+def t_power(alpha: float, dof: float, delta: float) -> float:
+    """P(|T| > t_{1-alpha/2}) for T noncentral t (scipy gives NaN for the far tail, which is 0 there)."""
+    critical = student_t.ppf(1 - alpha / 2, dof)
+    return float(nct.sf(critical, dof, delta) + np.nan_to_num(nct.cdf(-critical, dof, delta), nan=0.0))
+
+
 def test_power_formulas_are_inverse() -> None:
     assert z_sum(0.05, 0.8) == pytest.approx(1.959964 + 0.841621, abs=1e-6)
     spread = PairedSpread(seed=4.0, example=300.0, interaction=100.0)
     assert spread.variance(200, 3) == pytest.approx(4 / 3 + 300 / 200 + 100 / 600)
-    mde = detectable_difference(spread, 200, 3, 0.05, 0.8)
-    assert mde == pytest.approx(2.8016 * math.sqrt(4 / 3 + 1.5 + 1 / 6), rel=1e-4)
-    assert examples_needed(spread, mde, 3, 0.05, 0.8) == 200
-    assert examples_needed(spread, mde * 1.0001, 3, 0.05, 0.8) == 200  # ceil: never fewer than needed
-    # The seed part alone is 4/1 = 4 points^2 with one seed: a 2-point difference needs Var <= (2/2.8)^2 < 4.
-    assert examples_needed(spread, 2.0, 1, 0.05, 0.8) == math.inf
+    mde = detectable_difference(spread, 200, 3, 200, 0.05, 0.8)
+    # Seed part (4 + 100/200)/3 = 1.5 points² on 2 df, cluster part 300/200 = 1.5 on 199 df.
+    assert rejection_rate(mde, math.sqrt(1.5), math.sqrt(1.5), 3, 200, 0.05) == pytest.approx(0.8, abs=1e-6)
+    assert examples_needed(spread, mde, 3, 1.0, 0.05, 0.8) == 200
+    assert examples_needed(spread, mde * 1.0001, 3, 1.0, 0.05, 0.8) == 200  # never fewer than needed
+    assert examples_needed(spread, mde * 0.9999, 3, 1.0, 0.05, 0.8) == 201
+    # With 3 seeds the seed part alone is 4/3 points² on 2 df: 2 points is out of reach for any n.
+    assert examples_needed(spread, 2.0, 3, 1.0, 0.05, 0.8) == math.inf
     one_seed = PairedSpread(math.nan, 400.0, math.nan)
-    assert examples_needed(one_seed, 2.8016 * 2, 1, 0.05, 0.8) == 100  # 400 / n = 4
-    assert math.isnan(examples_needed(one_seed, 2.0, 3, 0.05, 0.8))  # seed variance unknown
+    # One seed: the t test on C - 1 degrees of freedom, its power from the noncentral t law.
+    assert detectable_difference(one_seed, 100, 1, 30, 0.05, 0.8) == pytest.approx(
+        2 * noncentral_t_multiple(0.05, 0.8, 29), rel=3e-4)  # the quadrature: within 0.03 %
+    assert math.isnan(examples_needed(one_seed, 2.0, 3, 1.0, 0.05, 0.8))  # seed variance unknown
+    # The lower bound from one seed: 400 / (n k) <= (d / z)^2 -> n >= 400 / (3 * (5.6 / z)^2).
+    assert examples_lower_bound(one_seed, 5.6, 3, 0.05, 0.8) == math.ceil(400 / (3 * (5.6 / z_sum(0.05, 0.8)) ** 2))
     assert pooled_spread([spread, PairedSpread(2.0, 100.0, 0.0)]) == PairedSpread(3.0, 200.0, 50.0)
+
+
+@pytest.mark.parametrize(("alpha", "dof", "difference"), [(0.05, 1, 5.0), (0.01, 2, 8.0), (0.01, 4, 5.0),
+                                                         (0.002, 14, 5.0), (0.05, 199, 3.0)])
+def test_rejection_rate_of_one_part_is_the_t_tests_power(alpha: float, dof: int, difference: float) -> None:
+    """The seed part alone (k = dof + 1 seeds), then the cluster part alone (C = dof + 1 clusters), against the
+    noncentral t law."""
+    exact = t_power(alpha, dof, difference)
+    assert rejection_rate(difference, 1.0, 0.0, dof + 1, 10**9, alpha) == pytest.approx(exact, abs=2e-4)
+    assert rejection_rate(difference, 0.0, 1.0, 1, dof + 1, alpha) == pytest.approx(exact, abs=2e-4)
+
+
+def test_agreement_bound_is_the_exact_binomial_bound() -> None:
+    """0 disagreements in n: the upper 97.5 % Clopper-Pearson bound solves (1 - u)^n = 0.025."""
+    assert agreement_bound(16, 0.95) == pytest.approx(1 - 0.025 ** (1 / 16))
+    assert agreement_bound(16, 0.95) == pytest.approx(0.2059, abs=1e-4)
+    assert agreement_bound(1000, 0.95) < 0.004
 
 
 @pytest.mark.parametrize(("field", "value"), [("resamples", 10), ("level", 1.0), ("power", 0.0)])

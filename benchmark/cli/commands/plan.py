@@ -1,5 +1,6 @@
-"""``run_bench.py plan --tasks qed --mde 2 [--runs DIR]``: how many evaluation examples and seeds a target difference
-from ``sft`` needs (80 % power, α = 0.05), and what that costs, from the spread and costs an existing store measured."""
+"""``run_bench.py plan --tasks qed --mde 2 [--runs DIR] [--family M]``: how many evaluation examples and seeds a
+target difference from ``sft`` needs (80 % power, the marks' paired test at Holm's first step α/M with α = 0.05), and
+what that costs, from the spread and costs an existing store measured."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mde", type=float, required=True, help="the difference from sft to detect, in points (0-100)")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="result store whose spread and costs to use")
     parser.add_argument("--pairs", nargs="+", default=None, help="pairs to plan for (default: all in the store)")
+    parser.add_argument("--family", type=int, default=None,
+                        help="comparisons with sft the planned leaderboard corrects together (Holm); default: those "
+                             "of the store's grid for these tasks and pairs")
     parser.add_argument("--data-dir", default=None, help="dataset folder, to flag plans larger than a test split")
 
 
@@ -31,7 +35,7 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except DataError:
         sizes = None  # the sizes only flag plans larger than a split; the plan itself needs the store
     try:
-        print(plan(args.runs, tasks, args.mde, pairs=args.pairs, test_sizes=sizes))
+        print(plan(args.runs, tasks, args.mde, pairs=args.pairs, family=args.family, test_sizes=sizes))
     except ValueError as error:
         raise UsageError(str(error)) from None
     return 0
