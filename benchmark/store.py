@@ -13,6 +13,7 @@
         *.corrupt          the files of a damaged cell, kept aside when it was run again
     <root>/<task>/inputs.jsonl   the question and context of each evaluated example, once per id (the example browser)
     <root>/skipped_pairs.json, <root>/leaderboard.* (rendered by ``leaderboards``)
+    <root>/reading.md   optional: a committed store's reading in words, rendered above its leaderboard's tables
 
 A cell is complete iff it holds ``DONE`` and its files are sound: each parses, ``config.json`` names this cell's
 directory and its hash is the hash of its config, ``run.json`` records the same hash, ``metrics.json`` holds the
@@ -314,7 +315,8 @@ class Cell:
                           **_costs(run), higher_is_better=bool(config.get("higher_is_better", True)),
                           changed=", ".join(f"{name}={value}" for name, value in sorted(changed.items())),
                           store_format=store_format, **_overlap(run if isinstance(run, dict) else {}),
-                          prompt_protocol=_protocol(run if isinstance(run, dict) else {}))
+                          prompt_protocol=_protocol(run if isinstance(run, dict) else {}),
+                          cpu=str(run.get("cpu", "")) if isinstance(run, dict) else "")
 
     def _sound_config(self) -> tuple[dict[str, Any], int]:
         """``config.json`` and its store format, checked: it parses, its format is one this version reads, its hash
@@ -433,6 +435,8 @@ class CellRecord:
     wall_time_s: float | None
     train_s_per_step: float | None = None  # training wall time per optimizer step (None: no training)
     peak_memory_mb: float | None = None  # the cell's peak (GPU allocated or CPU resident), from run.json
+    cpu_time_s: float | None = None  # the cell's process CPU seconds, all threads (run.json; stores before it: None)
+    cpu: str = ""  # the CPU model and its timing flags the cell ran on (run.json "cpu")
     higher_is_better: bool = True  # the headline metric's direction (format 1 stores hold F1 and ROUGE only)
     changed: str = ""  # the method config fields that differ from the method's defaults, e.g. "mode=exact"
     store_format: int = STORE_FORMAT
@@ -520,6 +524,11 @@ class Store:
 
     def cell(self, key: CellKey) -> Cell:
         return Cell(self.root, key)
+
+    def reading(self) -> str:
+        """The store's ``reading.md`` (what a campaign concluded, in words), or "" where it has none."""
+        path = self.root / "reading.md"
+        return path.read_text(encoding="utf-8") if path.exists() else ""
 
     def _inputs_file(self, task: str) -> Path:
         return self.root / task / "inputs.jsonl"
@@ -681,6 +690,7 @@ def _costs(run: Any) -> dict[str, float | None]:
         "wall_time_s": _finite(run.get("wall_time_s")),
         "train_s_per_step": train_wall / steps_run if train_wall is not None and steps_run > 0 else None,
         "peak_memory_mb": _finite(run.get("peak_memory_mb")),
+        "cpu_time_s": _finite(run.get("cpu_time_s")),
     }
 
 

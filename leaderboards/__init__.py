@@ -29,7 +29,8 @@ def render_leaderboards(
     """Write leaderboard.csv, summary.csv, vs_sft.csv, leaderboard.md, leaderboard.html, leaderboard.png and
     leaderboard_curves.png; return their paths by file name. The store is read once (:func:`read_store`).
 
-    ``out_dir`` defaults to ``runs_dir``. A store with failed cells or skipped pairs but no complete cell still
+    ``out_dir`` defaults to ``runs_dir``. A store's ``reading.md`` (a committed campaign's conclusions in words)
+    opens its ``leaderboard.md``, above the tables. A store with failed cells or skipped pairs but no complete cell still
     renders (its Markdown lists the failures); a store with nothing at all is a ValueError. The same store and
     ``config`` always give byte-identical files (fixed resampling seed).
     """
@@ -43,7 +44,7 @@ def render_leaderboards(
         "leaderboard.csv": leaderboard_csv(scan),
         "summary.csv": summary_csv(analysis),
         "vs_sft.csv": vs_sft_csv(analysis),
-        "leaderboard.md": markdown(document),
+        "leaderboard.md": (data.reading.rstrip("\n") + "\n\n" if data.reading else "") + markdown(document),
         "leaderboard.html": leaderboard_html(document, data.curves, browser_data(data)),
         "leaderboard.png": leaderboard_png(scan, analysis),
         "leaderboard_curves.png": curves_png(scan, data.curves),

@@ -54,7 +54,7 @@ Mark = Literal["better", "worse", "n.d.", ""]
 # Why a comparison or a gap share is undefined; the renderers turn these into footnotes.
 GapNote = Literal["", "teacher-row", "no-teacher", "teacher-not-above", "no-comparison", "one-seed"]
 METRIC_RANGE = (0.0, 100.0)  # every metric's per-example values (examples.ExampleScores): intervals stay inside
-COST_FIELDS = ("wall_time_s", "train_s_per_step", "peak_memory_mb")
+COST_FIELDS = ("wall_time_s", "train_s_per_step", "peak_memory_mb", "cpu_time_s")
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class CellStats:
     mean_wall_time_s: float  # over the seeds whose run.json records it; NaN when none does
     mean_train_s_per_step: float  # likewise; NaN for cells that do not train
     mean_peak_memory_mb: float
+    mean_cpu_time_s: float  # process CPU seconds, all threads; NaN in stores before run.json recorded it
     rank: int | None = None  # headline metric, student rows (the teacher is a reference): 1 = best
     rank_low: int | None = None
     rank_high: int | None = None
@@ -496,11 +497,11 @@ def _prediction_matrix(seeds: list[tuple[ExampleScores, ExampleTexts]], position
     return matrix
 
 
-def _mean_costs(cells: Iterable[CellRecord]) -> tuple[float, float, float]:
-    """Mean wall time, seconds per step and peak memory over the seeds that record each; NaN where none does."""
+def _mean_costs(cells: Iterable[CellRecord]) -> tuple[float, ...]:
+    """Mean of each of :data:`COST_FIELDS` over the seeds that record it; NaN where none does."""
     cells = list(cells)
     means = []
     for name in COST_FIELDS:
         recorded = [value for cell in cells if (value := getattr(cell, name)) is not None]
         means.append(statistics.fmean(recorded) if recorded else math.nan)
-    return means[0], means[1], means[2]
+    return tuple(means)

@@ -16,6 +16,7 @@ class StoreData:
     scores: dict[CellKey, ExampleScores]  # per complete cell: per-example metric values
     texts: dict[CellKey, ExampleTexts]  # per complete cell: predictions, references, questions, contexts
     curves: tuple[PairCurves, ...]  # per task × pair with a trained cell
+    reading: str = ""  # the store's reading.md: its conclusions in words, rendered above the tables
 
 
 def read_store(runs_dir: str | os.PathLike[str]) -> StoreData:
@@ -25,4 +26,4 @@ def read_store(runs_dir: str | os.PathLike[str]) -> StoreData:
     inputs = {task: Store(scan.root).inputs(task) for task in {cell.task for cell in scan.cells}}
     read = {cell.key: read_examples(scan.root, cell, inputs[cell.task]) for cell in scan.cells}
     return StoreData(scan, {key: scores for key, (scores, _) in read.items()},
-                     {key: texts for key, (_, texts) in read.items()}, read_curves(scan))
+                     {key: texts for key, (_, texts) in read.items()}, read_curves(scan), Store(scan.root).reading())

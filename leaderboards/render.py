@@ -26,7 +26,7 @@ def summary_csv(analysis: Analysis) -> str:
     frame = pd.DataFrame([dataclasses.asdict(c) for c in analysis.cells], columns=[
         "task", "pair", "method", "metric", "mean", "ci_low", "ci_high", "seed_std", "n_seeds", "n_examples",
         "n_clusters", "rank", "rank_low", "rank_high", "mean_wall_time_s", "mean_train_s_per_step",
-        "mean_peak_memory_mb",
+        "mean_peak_memory_mb", "mean_cpu_time_s",
     ])
     frame[["rank", "rank_low", "rank_high"]] = frame[["rank", "rank_low", "rank_high"]].astype("Int64")
     return _csv(_with_config(_sorted(frame), analysis))

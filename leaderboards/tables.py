@@ -91,7 +91,21 @@ def build_document(scan: StoreScan, analysis: Analysis) -> Document:
         for task in sorted(cells)
     )
     appendix = (_failed(scan), *((_damaged(scan),) if scan.damaged else ()), _skipped(scan))
-    return Document("CTKD-Bench leaderboard", _intro(analysis), sections, appendix)
+    return Document("CTKD-Bench leaderboard", (*_intro(analysis), *_store_cost(scan)), sections, appendix)
+
+
+def _store_cost(scan: StoreScan) -> tuple[str, ...]:
+    """The whole store's cost in one line: CPU-hours and wall hours summed over its complete cells, and the CPUs."""
+    if not scan.cells:
+        return ()
+    cpu = [c.cpu_time_s for c in scan.cells if c.cpu_time_s is not None]
+    wall = [c.wall_time_s for c in scan.cells if c.wall_time_s is not None]
+    machines = sorted({c.cpu for c in scan.cells if c.cpu})
+    unrecorded = len(scan.cells) - len(cpu)
+    return (f"Cost of the {len(scan.cells)} complete cells: {sum(cpu) / 3600:.2f} CPU-hours"
+            + (f" ({unrecorded} cells do not record CPU time)" if unrecorded else "")
+            + f", {sum(wall) / 3600:.2f} hours of wall time"
+            + (f"; CPU: {' / '.join(machines)}" if machines else "") + ".",)
 
 
 def _intro(analysis: Analysis) -> tuple[str, ...]:
@@ -329,18 +343,20 @@ def format_p(p: float) -> str:
 def _cost_table(task: str, pairs: list[str], methods: list[str], cells: dict[tuple[str, str], CellStats]) -> Table:
     rows = tuple((Cell(m, m), *(_cost_cell(cells.get((pair, m))) for pair in pairs)) for m in methods)
     intro = ("Training seconds per optimizer step, the cell's wall time (teacher-cache building, training and "
-             "evaluation) and its peak memory (GPU allocated or CPU resident, see `run.json`), means over seeds.")
+             "evaluation), its CPU time (the process's CPU seconds, all threads, in CPU-minutes) and its peak memory "
+             "(GPU allocated or CPU resident, see `run.json`), means over seeds.")
     return Table(f"{task} — cost", intro, ("method", *pairs), rows)
 
 
 def _cost_cell(stats: CellStats | None) -> Cell:
     if stats is None:
         return Cell(MISSING)
-    values = (stats.mean_train_s_per_step, stats.mean_wall_time_s / 60, stats.mean_peak_memory_mb / 1024)
+    values = (stats.mean_train_s_per_step, stats.mean_wall_time_s / 60, stats.mean_cpu_time_s / 60,
+              stats.mean_peak_memory_mb / 1024)
     if all(math.isnan(v) for v in values):
         return Cell(MISSING)
     text = " · ".join(MISSING if math.isnan(v) else f"{v:.{digits}f} {unit}"
-                      for v, (digits, unit) in zip(values, ((2, "s/step"), (1, "min"), (1, "GiB"))))
+                      for v, (digits, unit) in zip(values, ((2, "s/step"), (1, "min"), (1, "CPU-min"), (1, "GiB"))))
     return Cell(text, None if math.isnan(stats.mean_wall_time_s) else stats.mean_wall_time_s)
 
 

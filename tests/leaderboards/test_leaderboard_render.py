@@ -93,7 +93,7 @@ Rank among the student rows by mean (1 = best, ties share a rank) and, in bracke
 
 ### dialogsum — cost
 
-Training seconds per optimizer step, the cell's wall time (teacher-cache building, training and evaluation) and its peak memory (GPU allocated or CPU resident, see `run.json`), means over seeds.
+Training seconds per optimizer step, the cell's wall time (teacher-cache building, training and evaluation), its CPU time (the process's CPU seconds, all threads, in CPU-minutes) and its peak memory (GPU allocated or CPU resident, see `run.json`), means over seeds.
 
 | method | gemma-smollm |
 | --- | ---: |
@@ -217,18 +217,23 @@ def test_summary_csv(store) -> None:
     store.cell("qed", "p", "teacher", 0, {"f1": 61.2})
     for seed, value in enumerate([50.0, 52.0, 54.0], start=1):
         store.cell("qed", "p", "mlot", seed, {"f1": value}, wall_time_s=[100.0, 110.0, 120.0][seed - 1],
-                   train={"steps": 4, "wall_time_s": 2.0 * seed}, peak_memory_mb=None if seed == 3 else 100.0 * seed)
-    header, teacher, mlot = list(csv.reader(io.StringIO(texts(store.root)["summary"])))
+                   train={"steps": 4, "wall_time_s": 2.0 * seed}, peak_memory_mb=None if seed == 3 else 100.0 * seed,
+                   run={"cpu_time_s": 150.0 * seed})
+    rendered = texts(store.root)
+    header, teacher, mlot = list(csv.reader(io.StringIO(rendered["summary"])))
+    # the store's cost: CPU 150 + 300 + 450 s where recorded (not by the teacher cell), wall 100 + 110 + 120 s
+    assert ("\nCost of the 4 complete cells: 0.25 CPU-hours (1 cells do not record CPU time), 0.09 hours of wall "
+            "time.\n") in rendered["md"]
     assert header == ["task", "pair", "method", "metric", "mean", "ci_low", "ci_high", "seed_std", "n_seeds",
                       "n_examples", "n_clusters", "rank", "rank_low", "rank_high", "mean_wall_time_s",
-                      "mean_train_s_per_step", "mean_peak_memory_mb", "ci_level", "bootstrap_resamples",
-                      "bootstrap_seed"]
+                      "mean_train_s_per_step", "mean_peak_memory_mb", "mean_cpu_time_s", "ci_level",
+                      "bootstrap_resamples", "bootstrap_seed"]
     # Every example scores 61.2: nothing varies, the interval is the value. The teacher has no rank.
     assert teacher == ["qed", "p", "teacher", "f1", "61.2", "61.2", "61.2", "nan", "1", "4", "4", "nan", "nan", "nan",
-                       "nan", "nan", "nan", "0.95", "10000", "20240611"]
-    # s/step 0.5, 1.0, 1.5 -> 1.0; peak memory only where recorded: (100 + 200) / 2.
+                       "nan", "nan", "nan", "nan", "0.95", "10000", "20240611"]
+    # s/step 0.5, 1.0, 1.5 -> 1.0; peak memory only where recorded: (100 + 200) / 2; CPU (150 + 300 + 450) / 3.
     assert mlot[:5] + mlot[7:] == ["qed", "p", "mlot", "f1", "52.0", "2.0", "3", "4", "4", "1", "1", "1", "110.0",
-                                   "1.0", "150.0", "0.95", "10000", "20240611"]
+                                   "1.0", "150.0", "300.0", "0.95", "10000", "20240611"]
     assert float(mlot[5]) < 52.0 < float(mlot[6])
 
 
@@ -273,6 +278,15 @@ def test_out_dir_and_no_temporary_files_left(store, tmp_path) -> None:
     assert {p.parent for p in paths.values()} == {out}
     assert sorted(p.name for p in out.iterdir()) == sorted(paths)
     assert not (store.root / "leaderboard.md").exists()
+
+
+def test_a_stores_reading_opens_its_markdown_and_nothing_else(store, tmp_path) -> None:
+    store.cell("qed", "p", "mlot", 1, {"f1": 50.0})
+    plain = {name: path.read_bytes() for name, path in render_leaderboards(store.root, tmp_path / "a").items()}
+    (store.root / "reading.md").write_text("# Reference\n\nWhat is concluded.\n", encoding="utf-8")
+    read = {name: path.read_bytes() for name, path in render_leaderboards(store.root, tmp_path / "b").items()}
+    assert read["leaderboard.md"] == b"# Reference\n\nWhat is concluded.\n\n" + plain["leaderboard.md"]
+    assert {name for name in read if read[name] != plain[name]} == {"leaderboard.md"}
 
 
 def test_empty_store_is_an_error_naming_it(store) -> None:
