@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.core.paths import default_data_dir
-from benchmark.store import CellKey, Store, config_hash
+from benchmark.store import STORE_FORMAT, CellKey, Store, config_hash
 from methods.registry import load_methods
 
 REPO = Path(__file__).resolve().parents[3]
@@ -209,7 +209,7 @@ CASES = [
         expected="data not found in '{empty}': pubmedqa/ori_pqal.json"),
     run("output-of-a-newer-suite", "--output", "{newer}",
         expected="--output '{newer}' holds cells written by a newer version of the suite (1, e.g. "
-                 "pubmedqa/tiny-qwen2-to-gpt2/sft/seed1; this version writes store format 2)"),
+                 f"pubmedqa/tiny-qwen2-to-gpt2/sft/seed1; this version writes store format {STORE_FORMAT})"),
     # -- the data of the selected tasks: checked against its release (sha256) before it is parsed ----------------
     run("data-missing-field", "--tasks", "qed", "--data-dir", "{data_field}",
         expected="data differs from its release: qed/qed-dev.jsonlines has "),
@@ -314,7 +314,7 @@ def _write_newer_store(root: Path) -> None:
     cell = Store(root).cell(CellKey("pubmedqa", TINY, "sft", 1))
     cell.dir.mkdir(parents=True)
     config = {"cell": {"task": "pubmedqa", "pair": TINY, "method": "sft", "seed": 1}}
-    (cell.dir / "config.json").write_text(json.dumps({"format": 3, "hash": config_hash(config), "config": config}))
+    (cell.dir / "config.json").write_text(json.dumps({"format": STORE_FORMAT + 1, "hash": config_hash(config), "config": config}))
     (cell.dir / "DONE").write_text("")
 
 
