@@ -3,6 +3,7 @@ finite loss, student gradients, and no gradient into the teacher's outputs, what
 served from the top-k cache reads the live teacher at step 0 and a real cache entry at step 1; an on-policy method
 trains at step 1 on the student's own samples, made by the harness's on-policy hook (``benchmark.engine.on_policy``)."""
 import dataclasses
+from typing import get_args
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from benchmark.engine.prompting import PromptFormat
 from benchmark.models.loading import build_tiny
 from benchmark.models.pair_cache import CachedPairResources
 from benchmark.run.teacher import LiveTeacher, ensure_topk_cache, row_values_key
-from methods.base import TeacherRequest
+from methods.base import TeacherNeeds, TeacherRequest
 from methods.batch import TeacherOutputs
 from methods.registry import load_methods
 from tests.support.toy_task import ToyTask, toy_examples
@@ -109,7 +110,7 @@ def test_every_method_trains_a_padded_head_pair(name, padded_models, map_cache, 
 def train_two_steps(method, teacher_pair, student_pair, map_cache, tmp_path):
     """Two optimizer steps of ``method`` from ``teacher_pair`` into ``student_pair`` (each ``(model, tokenizer)``)."""
     request = method.teacher_request()
-    assert request.needs in TEACHER_NEEDS
+    assert request.needs in get_args(TeacherNeeds)
     teacher, teacher_tok = teacher_pair
     student, student_tok = student_pair
     task = ToyTask(tmp_path, toy_examples(6, "train"), toy_examples(2, "test"))

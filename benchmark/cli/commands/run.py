@@ -45,6 +45,8 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
     with distributed.main_first():
         data_sha256 = _verified_data(run, fetch=not options.dry_run)
     run = dataclasses.replace(run, task_adapters=load_task_data(run.tasks, run.data_dir, run.settings))
+    # Bad input before any work: the workers a gpus executor would start, then each pair's check.
+    environments = _worker_environments(options.workers) if options.executor == "gpus" and not options.dry_run else []
     if not options.dry_run and distributed.is_main():
         _check_pairs(run)
     grid = Grid(run, data_sha256=data_sha256)
@@ -54,7 +56,7 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
             if outcomes is None:  # submitted, not waited for
                 return 0
         elif options.executor == "gpus" and not options.dry_run:
-            outcomes = _run_with_workers(grid, options.workers, argv)
+            outcomes = _run_with_workers(grid, environments, argv)
         else:
             outcomes = grid.run(dry_run=options.dry_run)
     except DataError as error:
@@ -195,16 +197,22 @@ def _check_pairs(run: Any) -> None:
                              f"{', '.join(names)}; see `run_bench.py pair check {name}`")
 
 
-def _run_with_workers(grid: Any, workers: int | None, argv: Sequence[str]) -> list[Any]:
-    """``--executor gpus``: the grid spread over worker processes; the outcomes as the result store records them."""
+def _worker_environments(workers: int | None) -> list[dict[str, str]]:
+    """The environment of each worker ``--executor gpus`` would start (a one-line error where it cannot)."""
     import torch
 
-    from benchmark.run.executors import run_workers, worker_environments
+    from benchmark.run.executors import worker_environments
 
     try:
-        environments = worker_environments(workers, torch.cuda.device_count(), os.cpu_count() or 1)
+        return worker_environments(workers, torch.cuda.device_count(), os.cpu_count() or 1)
     except ValueError as error:
         raise UsageError(str(error)) from None
+
+
+def _run_with_workers(grid: Any, environments: list[dict[str, str]], argv: Sequence[str]) -> list[Any]:
+    """``--executor gpus``: the grid spread over worker processes; the outcomes as the result store records them."""
+    from benchmark.run.executors import run_workers
+
     print(f"executor gpus: {len(environments)} workers")
     for index, code in enumerate(run_workers(argv, environments)):
         if code not in (0, 1):  # 1 is "a cell failed", which the store reports per cell

@@ -107,8 +107,8 @@ CASES = [
         expected="--workers 100000: expected at most"),
     run("gpus-executor-without-gpus", "--executor", "gpus",
         expected="--executor gpus: no CUDA device is visible; pass --workers N to run N workers on the CPU"),
-    run("budget-empty", "--budget", "", expected="--budget '': accepted: smoke, small, paper"),
-    run("budget-unknown", "--budget", "huge", expected="--budget 'huge': accepted: smoke, small, paper"),
+    run("budget-empty", "--budget", "", expected="--budget '': accepted: smoke, small, reference, paper"),
+    run("budget-unknown", "--budget", "huge", expected="--budget 'huge': accepted: smoke, small, reference, paper"),
     run("teacher-prep-choice", "--teacher-prep", "magic", expected="invalid choice: 'magic'"),
     run("executor-choice", "--executor", "moon", expected="invalid choice: 'moon'"),
     # -- --set ----------------------------------------------------------------------------------------------------

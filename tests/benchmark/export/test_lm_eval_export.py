@@ -84,7 +84,7 @@ def test_settings_from_a_budget_and_from_a_cell(tmp_path: Path) -> None:
     with pytest.raises(CellConfigError, match="nope is not a cell directory"):
         LmEvalSettings.from_cell(tmp_path / "nope")
     (cell / "config.json").write_text(json.dumps({"hash": config_hash(config), "config": config}))  # format 1
-    with pytest.raises(CellConfigError, match="is in store format 1, this code reads format 2; re-run the cell"):
+    with pytest.raises(CellConfigError, match="is in store format 1, this code reads formats 2, 3; re-run the cell"):
         LmEvalSettings.from_cell(cell)
 
 

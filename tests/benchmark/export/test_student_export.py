@@ -193,7 +193,7 @@ def test_a_cell_of_an_older_store_format_is_a_one_line_error(tmp_path: Path) -> 
     cell = fake_cell(tmp_path)
     stored = json.loads((cell / "config.json").read_text())
     (cell / "config.json").write_text(json.dumps({"hash": stored["hash"], "config": stored["config"]}))
-    with pytest.raises(CellError, match="is in store format 1, this code reads format 2; re-run the cell"):
+    with pytest.raises(CellError, match="is in store format 1, this code reads formats 2, 3; re-run the cell"):
         saved_student(cell)
 
 

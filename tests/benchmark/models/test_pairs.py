@@ -16,11 +16,13 @@ PAPER_PAIRS = [f"{t}-to-{s}" for t in PAPER_TEACHERS for s in PAPER_STUDENTS]
 
 def test_registered_names_and_default_alias():
     assert PAIRS.names() == ["qwen2.5-coder-0.5b-to-smollm2-135m", "gemma3-270m-to-smollm2-135m",
-                             *TINY_PAIRS, *PAPER_PAIRS]
+                             "qwen2.5-coder-1.5b-to-smollm2-135m", *TINY_PAIRS, *PAPER_PAIRS]
     assert PAIRS.canonical("default") == "qwen2.5-coder-0.5b-to-smollm2-135m"
     default = PAIRS.get("default")
     assert (default.teacher.ref, default.student.ref) == ("qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct")
     assert PAIRS.get("gemma3-270m-to-smollm2-135m").teacher.ref == "gemma3-270m"
+    larger = PAIRS.get("qwen2.5-coder-1.5b-to-smollm2-135m")  # same tokenizer as the 0.5B, an optional install
+    assert (larger.teacher.ref, larger.student) == ("qwen2.5-coder-1.5b-instruct", default.student)
     for name in PAIRS.names():
         assert PAIRS.get(name).name == name and PAIRS.description(name)
 
@@ -38,7 +40,8 @@ def test_names_are_safe_directory_names():
 
 
 def test_tokenizer_relations():
-    for name in ["qwen2.5-coder-0.5b-to-smollm2-135m", "gemma3-270m-to-smollm2-135m", *TINY_PAIRS[:2],
+    for name in ["qwen2.5-coder-0.5b-to-smollm2-135m", "gemma3-270m-to-smollm2-135m",
+                 "qwen2.5-coder-1.5b-to-smollm2-135m", *TINY_PAIRS[:2],
                  *PAPER_PAIRS]:
         assert not PAIRS.get(name).same_tokenizer, name
     control = PAIRS.get("tiny-gpt2-to-gpt2")
