@@ -109,9 +109,10 @@ class CellRecipe:
         # CPU seconds of this process, every thread: the cost that compares across machines of one CPU model.
         facts["cpu_time_s"] = time.process_time() - cpu_started
         if distributed.is_main():  # 4. only the main process writes
-            self.cell.finish(result.metrics, result.predictions, self._run_info(result, facts, wall, memory))
+            # The example browser's questions and contexts, once per task (before DONE: a finished cell is whole).
             Store(self.cell.root).record_inputs(self.ctx.task.name, [
                 {"id": e.id, "question": e.question, "context": e.context} for e in self.ctx.test_set()])
+            self.cell.finish(result.metrics, result.predictions, self._run_info(result, facts, wall, memory))
             self.cell.remove_checkpoint()  # only now: a crash before DONE resumes from the final checkpoint
             if self.options.save_students and self.method is not None:
                 # The card is read from the finished cell's files (`run_bench.py export-student` rewrites it any time).
