@@ -14,7 +14,6 @@ Pause other CPU work while it runs: every figure is a rate of this machine, meas
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -26,16 +25,15 @@ from benchmark.core.paths import default_cache_dir
 from benchmark.models.loading import load_model
 from benchmark.models.pairs import SMOLLM2
 from benchmark.run.provenance import cpu_description
+from benchmark.store import Store
 
 
 def phases(runs: Path) -> None:
     """Part 1: per-method sums of each phase over a store's finished cells."""
     rows: dict[str, dict[str, float]] = {}
-    for run_file in sorted(runs.glob("*/*/*/seed*/run.json")):
-        if not (run_file.parent / "DONE").exists():
-            continue
-        run = json.loads(run_file.read_text())
-        method = run_file.parent.parent.name
+    for key, cell in Store(runs).finished_cells():  # the store's own reader: its layout is spelled in one place
+        run = cell.run_info()
+        method = key.method
         train = run.get("train", {}).get("wall_time_s", 0.0)
         generation = run.get("eval", {}).get("generation_wall_time_s", 0.0)
         row = rows.setdefault(method, {"cells": 0, "wall": 0.0, "train": 0.0, "generation": 0.0, "cpu": 0.0})
